@@ -3,7 +3,7 @@
  *
  * ring0_setup() runs once, from entry.S, before the drop to CPL3: it writes
  * the TSS descriptor (the TSS carries RSP0 and the I/O bitmap) and a 33-entry IDT (the 32 exception vectors, plus
- * VEC_HALT for CPL3 to stop the vCPU).  External interrupts need no gates:
+ * VEC_HALT for CPL3 to stop the vCPU), and turns kvmclock on when KVM offers it.  External interrupts need no gates:
  * CPL3 runs with IF=0 and masks the PIC anyway.
  *
  * ring0_exception() reports an unexpected exception on the serial console
@@ -15,6 +15,7 @@
 #include "gdt.h"
 #include "io.h"
 #include "serial.h"
+#include "tsc.h"
 
 /*
  * Ports 0..IOMAP_PORTS-1 are open to CPL3 through the TSS I/O permission
@@ -95,6 +96,49 @@ static void set_tss_descriptor(void)
     gdt[SEL_TSS / 8 + 1] = base >> 32;
 }
 
+/*
+ * kvmclock: KVM publishes the guest TSC's exact frequency (as a scale factor)
+ * in a page whose address the guest writes to an MSR.  WRMSR is privileged,
+ * so ring 0 does that one write; tsc.c reads the page from CPL3.  This saves
+ * the 20 ms PIT calibration on every boot under KVM.
+ */
+#define KVM_SIG_EBX 0x4b4d564bu     /* "KVMKVMKVM\0\0\0" */
+#define KVM_SIG_ECX 0x564b4d56u
+#define KVM_SIG_EDX 0x0000004du
+#define KVM_FEATURE_CLOCKSOURCE   0
+#define KVM_FEATURE_CLOCKSOURCE2  3
+#define MSR_KVM_SYSTEM_TIME       0x12
+#define MSR_KVM_SYSTEM_TIME_NEW   0x4b564d01
+
+struct pvclock_time kvmclock __attribute__((section(".bss.ring0"), aligned(64)));
+int kvmclock_enabled __attribute__((section(".bss.ring0")));  /* not cleared at CPL3 */
+
+static void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static void kvmclock_enable(void)
+{
+    uint32_t r[4];
+
+    cpuid(1, 0, r);
+    if (!(r[2] & (1u << 31)))               /* no hypervisor */
+        return;
+    cpuid(0x40000000, 0, r);
+    if (r[1] != KVM_SIG_EBX || r[2] != KVM_SIG_ECX || r[3] != KVM_SIG_EDX ||
+        r[0] < 0x40000001)
+        return;
+    cpuid(0x40000001, 0, r);
+    if (r[0] & (1u << KVM_FEATURE_CLOCKSOURCE2))
+        wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (uintptr_t)&kvmclock | 1);
+    else if (r[0] & (1u << KVM_FEATURE_CLOCKSOURCE))
+        wrmsr(MSR_KVM_SYSTEM_TIME, (uintptr_t)&kvmclock | 1);
+    else
+        return;
+    kvmclock_enabled = 1;
+}
+
 void ring0_setup(void)
 {
     struct {
@@ -110,6 +154,7 @@ void ring0_setup(void)
         set_gate(v, exc_stubs + 16 * v, 0);
     set_gate(VEC_HALT, halt_stub, 3);
     __asm__ volatile("lidt %0" : : "m"(idtr));
+    kvmclock_enable();
 }
 
 void ring0_exception(struct exc_frame *f)

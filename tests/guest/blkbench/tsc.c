@@ -4,10 +4,12 @@
  * In order of trust:
  *  1. CPUID 0x40000010 (hypervisor timing leaf: EAX = TSC kHz), which KVM
  *     VMMs fill in with the frequency the guest's TSC really runs at;
- *  2. CPUID 0x15 (TSC/crystal ratio times the crystal frequency);
- *  3. the PIT: channel 2 counts down a known number of 1.193182 MHz ticks
+ *  2. kvmclock: KVM's scale factor from TSC ticks to ns, which it derives
+ *     from the TSC frequency it set up for the guest (setup.c enables it);
+ *  3. CPUID 0x15 (TSC/crystal ratio times the crystal frequency);
+ *  4. the PIT: channel 2 counts down a known number of 1.193182 MHz ticks
  *     (ports 0x42/0x43, gate and output on port 0x61) while we read the TSC;
- *  4. CPUID 0x16 (nominal base MHz), a guess that is right on most Intel parts.
+ *  5. CPUID 0x16 (nominal base MHz), a guess that is right on most Intel parts.
  * The PIT costs ~CAL_MS of boot time and two VM exits per poll, so it is
  * only used when the CPUID leaves are silent.
  */
@@ -33,6 +35,30 @@ static uint64_t from_hypervisor_leaf(void)
         return 0;
     cpuid(0x40000010, 0, r);
     return r[0];
+}
+
+/* ticks -> ns is ((ticks << shift) * mul) >> 32, so Hz = 1e9 * 2^32 / (mul * 2^shift). */
+static uint64_t from_kvmclock(void)
+{
+    volatile struct pvclock_time *pv = &kvmclock;
+    uint32_t v, mul;
+    int8_t shift;
+
+    if (!kvmclock_enabled)
+        return 0;
+    do {
+        v = pv->version;
+        barrier();
+        mul = pv->tsc_to_system_mul;
+        shift = pv->tsc_shift;
+        barrier();
+    } while ((v & 1) || v != pv->version);
+    if (!v || !mul)
+        return 0;
+    unsigned __int128 num = (unsigned __int128)1000000 << 32;    /* kHz */
+    if (shift >= 0)
+        return (uint64_t)(num / ((uint64_t)mul << shift));
+    return (uint64_t)((num << -shift) / mul);
 }
 
 static uint64_t from_leaf_15(void)
@@ -84,6 +110,10 @@ int tsc_calibrate(void)
     const char *src = "cpuid-40000010";
 
     tsc_khz = from_hypervisor_leaf();
+    if (!tsc_khz) {
+        src = "kvmclock";
+        tsc_khz = from_kvmclock();
+    }
     if (!tsc_khz) {
         src = "cpuid-15";
         tsc_khz = from_leaf_15();
