@@ -88,9 +88,10 @@ static int vblk_init(struct vblk *d, uint32_t bdf)
                 d->index, vpci_status(&d->vp));
         return -1;
     }
-    kprintf("BLKBENCH-INFO dev=%d pci=%02x:%02x.%x capacity=%lu blk_size=%u queues=%u "
-            "queue_size=%u features=0x%lx event_idx=%d indirect=%d flush=%d ro=%d\n",
-            d->index, PCI_BUS(bdf), PCI_DEV(bdf), PCI_FN(bdf), d->capacity,
+    kprintf("BLKBENCH-INFO dev=%d pci=%02x:%02x.%x mmio=0x%lx capacity=%lu blk_size=%u "
+            "queues=%u queue_size=%u features=0x%lx event_idx=%d indirect=%d flush=%d "
+            "ro=%d\n", d->index, PCI_BUS(bdf), PCI_DEV(bdf), PCI_FN(bdf),
+            (unsigned long)d->vp.common, d->capacity,
             d->blk_size, d->nqueues, d->q[0].vr.size, d->vp.features,
             vpci_has(&d->vp, VIRTIO_F_EVENT_IDX), vpci_has(&d->vp, VIRTIO_F_INDIRECT_DESC),
             vpci_has(&d->vp, VIRTIO_BLK_F_FLUSH), d->read_only);

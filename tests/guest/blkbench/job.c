@@ -198,10 +198,14 @@ static int issue_one(struct sub *s, uint64_t now)
 
 static void report_mismatch(struct sub *s, const struct vmismatch *m)
 {
-    kprintf("BLKBENCH-VERIFY-ERROR job=%d queue=%u offset=%lu expected_gen=%u "
+    char expect[12] = "any";
+
+    if (m->expect_gen != GEN_ANY)
+        ksnprintf(expect, sizeof(expect), "%u", m->expect_gen);
+    kprintf("BLKBENCH-VERIFY-ERROR job=%d queue=%u offset=%lu expected_gen=%s "
             "found_magic=0x%lx found_offset=%lu found_gen=%u found_seed=%u "
             "first_bad_byte=%u\n", s->job->index, s->q->vr.index, m->offset,
-            m->expect_gen, m->found_magic, m->found_offset, m->found_gen,
+            expect, m->found_magic, m->found_offset, m->found_gen,
             m->found_seed, m->first_bad_byte);
 }
 
