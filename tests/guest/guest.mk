@@ -1,10 +1,11 @@
 # tests/guest/guest.mk: the freestanding blkbench guest (see tests/guest/README.md).
 #
 # Included by the top-level Makefile.  blkbench runs on bare (virtual)
-# hardware, so it gets its own flags: no libc, no PIC, no red zone (the
-# ring-0 exception path shares nothing with CPL3 stacks, but no red zone keeps
-# any future ring-0 C honest), and -mgeneral-regs-only so no SSE instruction
-# ever reaches KVM's instruction emulator or needs CR4.OSFXSR.
+# hardware, so it gets its own flags: no libc, no PIC, no stack protector, no
+# red zone (exceptions push onto the ring-0 stack's live frame), and
+# -mgeneral-regs-only so no SSE instruction ever reaches KVM's instruction
+# emulator or needs CR4.OSFXSR.  -fno-tree-loop-distribute-patterns keeps GCC
+# from turning lib.c's memset loop into a call to memset.
 
 GUEST_DIR    := tests/guest/blkbench
 GUEST_OUT    := $(BUILD)/guest
@@ -15,7 +16,7 @@ GUEST_OBJS   := $(patsubst $(GUEST_DIR)/%.c,$(GUEST_OUT)/obj/%.o,$(GUEST_SRCS)) 
                 $(patsubst $(GUEST_DIR)/%.S,$(GUEST_OUT)/obj/%.o,$(GUEST_ASMS))
 GUEST_LDS    := $(GUEST_DIR)/blkbench.ld
 
-GUEST_CFLAGS := -std=gnu11 -O2 -g $(WARN) -ffreestanding -fno-builtin-printf \
+GUEST_CFLAGS := -std=gnu11 -O2 -g $(WARN) -ffreestanding \
                 -nostdlib -static -fno-pic -fno-pie -fno-stack-protector \
                 -mno-red-zone -mgeneral-regs-only -fno-strict-aliasing \
                 -fno-asynchronous-unwind-tables -fno-omit-frame-pointer \

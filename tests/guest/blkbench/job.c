@@ -416,7 +416,7 @@ static void report(struct job *j, const uint64_t *kicks, const uint64_t *main_ti
         print_result(j, "all", all, ios, bytes, ticks, nkicks, fl, err, verr);
 }
 
-static int prepare(struct job *j, int index, const struct job_opts *o)
+static void prepare(struct job *j, int index, const struct job_opts *o)
 {
     memset(j, 0, sizeof(*j));
     j->index = index;
@@ -464,7 +464,6 @@ static int prepare(struct job *j, int index, const struct job_opts *o)
     for (unsigned i = 0; i < j->nsubs; i++)
         if (setup_sub(j, &j->subs[i], i, nblocks) < 0)
             fatal(EXIT_USAGE, "job=%d: cannot lay out queue %u", index, i);
-    return 0;
 }
 
 static uint64_t sum_verify_pass(struct job *j, uint64_t *checked)
