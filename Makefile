@@ -62,7 +62,7 @@ all: deps
 	$(Q)$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(LIB) $(PROG_BINS) $(UNIT_BINS)
+build-all: $(LIB) $(PROG_BINS) $(UNIT_BINS) guest
 
 deps:
 	$(Q)scripts/deps.sh
