@@ -292,6 +292,12 @@ static bool reap_cqes(struct aio_context *ctx)
         }
         if (c) {
             c->cb(c, res, flags);
+            /*
+             * A completion usually starts the next request: send it now.
+             * Holding it for a batch measurably lowers throughput at depth
+             * (the device idles while the rest of the batch is handled).
+             */
+            aio_submit(ctx);
         }
         progress = true;
     }
