@@ -55,7 +55,7 @@ UNIT_BINS := $(patsubst %.c,$(BUILD)/%,$(UNIT_SRCS))
 UNIT_HARNESS := $(BUILD)/obj/tests/unit/harness.o
 
 .SECONDARY:
-.PHONY: all deps test check-unit check-integration check-asan run bench clean guest
+.PHONY: all deps test check-unit check-integration check-asan check-valgrind run bench clean guest
 .DEFAULT_GOAL := all
 
 all: deps
@@ -116,6 +116,11 @@ check-integration: build-all
 check-asan: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 build-all
 	$(Q)BUILD=build-asan SPINDLE_SANITIZE=1 tests/run.sh
+
+# The unit suites under valgrind's memcheck.
+check-valgrind: deps
+	$(Q)$(MAKE) --no-print-directory build-all
+	$(Q)BUILD=$(BUILD) VALGRIND=1 tests/run.sh --unit
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory build-all

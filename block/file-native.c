@@ -12,6 +12,7 @@
 
 #include "util/aio.h"
 #include "util/log.h"
+#include "util/valgrind.h"
 
 #define LAIO_MAX_EVENTS 1024
 
@@ -218,7 +219,11 @@ static ssize_t coroutine_fn native_co_rw(int fd, int64_t offset, const struct io
         io_prep_preadv(&r.iocb, fd, iov, niov, offset);
     }
     r.iocb.aio_rw_flags = rw_flags;
-    return laio_submit_wait(&r);
+    long n = laio_submit_wait(&r);
+    if (!write && n > 0) {
+        mem_mark_defined_iov(iov, niov, n);
+    }
+    return n;
 }
 
 const struct file_engine file_engine_native = {

@@ -7,6 +7,7 @@
 #include <linux/fs.h>
 
 #include "util/aio.h"
+#include "util/valgrind.h"
 
 struct uring_req {
     struct aio_completion comp;
@@ -50,7 +51,11 @@ static ssize_t coroutine_fn uring_co_rw(int fd, int64_t offset, const struct iov
         io_uring_prep_readv(sqe, fd, iov, niov, offset);
     }
     sqe->rw_flags = rw_flags;
-    return uring_submit_wait(sqe, &r);
+    int n = uring_submit_wait(sqe, &r);
+    if (!write && n > 0) {
+        mem_mark_defined_iov(iov, niov, n);
+    }
+    return n;
 }
 
 static int coroutine_fn uring_co_fdatasync(int fd)

@@ -54,11 +54,18 @@ run_one() {
     fi
 }
 
+# VALGRIND=1 runs the unit suites under valgrind's memcheck (make check-valgrind).
+wrap=()
+if [ -n "${VALGRIND:-}" ]; then
+    wrap=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+          --show-leak-kinds=definite)
+fi
+
 if [ "$mode" != integration ]; then
     while IFS= read -r bin; do
         name=${bin#"$BUILD"/tests/}
         [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && continue
-        run_one "$name" "$bin"
+        run_one "$name" "${wrap[@]}" "$bin"
     done < <(find "$BUILD/tests/unit" -type f -name 'test_*' -perm -u+x 2>/dev/null | sort)
 fi
 

@@ -10,6 +10,11 @@
 #include "util/aio.h"
 
 #include <poll.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
@@ -777,6 +782,20 @@ static bool poll_window(struct aio_context *ctx, int64_t start)
     return false;
 }
 
+/*
+ * Valgrind holds its big lock across io_uring_enter, so a thread sleeping
+ * there would stop every other thread: under valgrind, sleep in ppoll on
+ * the ring fd instead (it is readable when CQEs are ready).
+ */
+static int wait_in_ppoll(struct aio_context *ctx, int64_t timeout)
+{
+    struct pollfd pfd = { .fd = ctx->ring.ring_fd, .events = POLLIN };
+    struct timespec ts = { timeout / 1000000000LL, timeout % 1000000000LL };
+    io_uring_submit(&ctx->ring);
+    int ret = ppoll(&pfd, 1, timeout >= 0 ? &ts : NULL, NULL);
+    return ret < 0 ? -errno : 0;
+}
+
 /* Sleep in io_uring_enter until a CQE arrives or the next timer is due. */
 static void wait_for_events(struct aio_context *ctx)
 {
@@ -786,7 +805,9 @@ static void wait_for_events(struct aio_context *ctx)
         int64_t timeout = next_timer_ns(ctx);
         struct io_uring_cqe *cqe;
         int ret;
-        if (timeout >= 0) {
+        if (RUNNING_ON_VALGRIND) {
+            ret = wait_in_ppoll(ctx, timeout);
+        } else if (timeout >= 0) {
             struct __kernel_timespec ts = {
                 .tv_sec = timeout / 1000000000LL,
                 .tv_nsec = timeout % 1000000000LL,

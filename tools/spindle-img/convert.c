@@ -10,6 +10,8 @@
  */
 #include "img.h"
 
+#include <unistd.h>
+
 #include "block/driver.h"
 #include "util/opts.h"
 
@@ -414,9 +416,11 @@ int img_convert(int argc, char **argv)
     if (ret) {
         return 1;
     }
+    bool created = false;
     ret = open_sources(&s, &a);
     if (ret == 0 && !a.skip_create) {
         ret = create_target(&s, &a);
+        created = ret == 0;
     }
     if (ret == 0) {
         ret = open_target(&s, &a);
@@ -447,6 +451,10 @@ int img_convert(int argc, char **argv)
     }
     if (s.target) {
         blk_unref(s.target);
+    }
+    /* Leave no half-written image behind that we created ourselves. */
+    if (ret < 0 && created) {
+        unlink(a.out_filename);
     }
     for (int i = 0; i < s.nsrc; i++) {
         if (s.src[i]) {
