@@ -1,0 +1,1114 @@
+/* spindle-vm's command line; see config.h. */
+#include "kvmcore/config.h"
+
+#include "kvmcore/pc.h"
+#include "kvmcore/ram.h"
+
+#define MAX_DEVICE_TYPES 32
+#define VBLK_MAX_QUEUES 1024
+#define VBLK_MAX_QUEUE_SIZE 1024
+#define MAX_SMP 254
+
+/* ---- The device registry ----------------------------------------------- */
+
+static const struct kvm_dev_type *device_types[MAX_DEVICE_TYPES];
+static unsigned nr_device_types;
+
+void kvm_dev_type_register(const struct kvm_dev_type *t)
+{
+    if (!kvm_dev_type_find(t->name) && nr_device_types < MAX_DEVICE_TYPES) {
+        device_types[nr_device_types++] = t;
+    }
+}
+
+static void register_builtin_types(void);
+
+const struct kvm_dev_type *kvm_dev_type_find(const char *name)
+{
+    register_builtin_types();
+    for (unsigned i = 0; i < nr_device_types; i++) {
+        if (!strcmp(device_types[i]->name, name)) {
+            return device_types[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- isa-debug-exit ---------------------------------------------------- */
+
+static int debug_exit_parse(struct kvm_opts *props, void **cfg, const char *what,
+                            struct err *err)
+{
+    struct kvm_debug_exit_cfg *c = xzalloc(sizeof(*c));
+    uint64_t base = KVM_DEBUG_EXIT_BASE, size = KVM_DEBUG_EXIT_SIZE;
+    if (kvm_opts_get_u64(props, "iobase", 0, 0xffff, &base, what, err) < 0 ||
+        kvm_opts_get_u64(props, "iosize", 1, 4, &size, what, err) < 0) {
+        free(c);
+        return -EINVAL;
+    }
+    if (base + size > 0x10000) {
+        err_set(err, "%s: iobase 0x%" PRIx64 " + iosize %" PRIu64 " passes the end of the I/O "
+                "space", what, base, size);
+        free(c);
+        return -EINVAL;
+    }
+    c->iobase = (uint16_t)base;
+    c->iosize = (uint16_t)size;
+    *cfg = c;
+    return 0;
+}
+
+/* Created by the machine itself (it owns the PC devices). */
+int kvm_machine_create_debug_exit(struct kvm_machine *m, struct kvm_device_cfg *dev,
+                                  struct err *err);
+
+static int debug_exit_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err)
+{
+    return kvm_machine_create_debug_exit(m, dev, err);
+}
+
+static const struct kvm_dev_type debug_exit_type = {
+    .name = "isa-debug-exit",
+    .parse = debug_exit_parse,
+    .create = debug_exit_create,
+    .free_cfg = free,
+};
+
+/* ---- virtio-blk-pci ---------------------------------------------------- */
+
+static void vblk_free(void *p)
+{
+    struct kvm_vblk_cfg *c = p;
+    if (!c) {
+        return;
+    }
+    free(c->id);
+    free(c->drive);
+    free(c->iothread);
+    free(c->serial);
+    json_decref(c->vq_mapping);
+    free(c);
+}
+
+/* "4", "0x4", "4.0" or "04.0": a slot on bus 0, function 0. */
+static int parse_pci_addr(const char *s, int *slot)
+{
+    char buf[32];
+    pstrcpy(buf, sizeof(buf), s);
+    char *dot = strchr(buf, '.');
+    if (dot) {
+        if (strcmp(dot + 1, "0")) {
+            return -EINVAL;
+        }
+        *dot = '\0';
+    }
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(buf, &end, 16);
+    if (errno || end == buf || *end || v < 1 || v > 31) {
+        return -EINVAL;
+    }
+    *slot = (int)v;
+    return 0;
+}
+
+static int vblk_check_mapping(json_t *map, const char *what, struct err *err)
+{
+    size_t i;
+    json_t *e;
+    if (!json_is_array(map) || json_array_size(map) == 0) {
+        err_set(err, "%s: iothread-vq-mapping must be a non-empty JSON list of "
+                "{\"iothread\": id, \"vqs\": [n, ...]}", what);
+        return -EINVAL;
+    }
+    json_array_foreach(map, i, e) {
+        json_t *io = json_object_get(e, "iothread");
+        json_t *vqs = json_object_get(e, "vqs");
+        if (!json_is_object(e) || !json_is_string(io) ||
+            (vqs && !json_is_array(vqs)) || json_object_size(e) != (vqs ? 2u : 1u)) {
+            err_set(err, "%s: iothread-vq-mapping entry %zu must be {\"iothread\": id[, "
+                    "\"vqs\": [n, ...]]}", what, i);
+            return -EINVAL;
+        }
+        size_t j;
+        json_t *v;
+        json_array_foreach(vqs, j, v) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0) {
+                err_set(err, "%s: iothread-vq-mapping entry %zu: vqs holds a bad queue number",
+                        what, i);
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
+static int vblk_parse(struct kvm_opts *p, void **cfg, const char *what, struct err *err)
+{
+    struct kvm_vblk_cfg *c = xzalloc(sizeof(*c));
+    uint64_t nq = 0, qs = 256, lbs = 512, pbs = 512;
+    bool b;
+    const char *v;
+
+    c->pci_slot = -1;
+    c->write_cache = true;
+    c->discard = true;
+    c->write_zeroes = true;
+    if (!(v = kvm_opts_get(p, "drive"))) {
+        err_set(err, "%s: property 'drive' is required", what);
+        goto fail;
+    }
+    c->drive = xstrdup(v);
+    if ((v = kvm_opts_get(p, "id"))) {
+        c->id = xstrdup(v);
+    }
+    if ((v = kvm_opts_get(p, "iothread"))) {
+        c->iothread = xstrdup(v);
+    }
+    if ((v = kvm_opts_get(p, "serial"))) {
+        c->serial = xstrdup(v);
+    }
+    if ((v = kvm_opts_get(p, "iothread-vq-mapping"))) {
+        json_error_t jerr;
+        c->vq_mapping = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
+        if (!c->vq_mapping) {
+            err_set(err, "%s: iothread-vq-mapping is not valid JSON: %s", what, jerr.text);
+            goto fail;
+        }
+        if (vblk_check_mapping(c->vq_mapping, what, err) < 0) {
+            goto fail;
+        }
+        if (c->iothread) {
+            err_set(err, "%s: iothread and iothread-vq-mapping cannot both be given", what);
+            goto fail;
+        }
+    }
+    if ((v = kvm_opts_get(p, "addr")) && parse_pci_addr(v, &c->pci_slot) < 0) {
+        err_set(err, "%s: addr '%s' is not a PCI slot (1-31, function 0) on bus 0", what, v);
+        goto fail;
+    }
+    if ((v = kvm_opts_get(p, "bus")) && strcmp(v, "pcie.0") && strcmp(v, "pci.0")) {
+        err_set(err, "%s: bus '%s' does not exist (only pci.0 or pcie.0)", what, v);
+        goto fail;
+    }
+    if (kvm_opts_get_u64(p, "num-queues", 1, VBLK_MAX_QUEUES, &nq, what, err) < 0 ||
+        kvm_opts_get_u64(p, "queue-size", 2, VBLK_MAX_QUEUE_SIZE, &qs, what, err) < 0 ||
+        kvm_opts_get_size(p, "logical_block_size", &lbs, what, err) < 0 ||
+        kvm_opts_get_size(p, "physical_block_size", &pbs, what, err) < 0 ||
+        kvm_opts_get_bool(p, "write-cache", &c->write_cache, what, err) < 0 ||
+        kvm_opts_get_bool(p, "discard", &c->discard, what, err) < 0 ||
+        kvm_opts_get_bool(p, "write-zeroes", &c->write_zeroes, what, err) < 0) {
+        goto fail;
+    }
+    if (!is_power_of_2(qs)) {
+        err_set(err, "%s: queue-size %" PRIu64 " is not a power of 2", what, qs);
+        goto fail;
+    }
+    if (!is_power_of_2(lbs) || lbs < 512 || lbs > 32768 || !is_power_of_2(pbs) || pbs < lbs ||
+        pbs > 32768) {
+        err_set(err, "%s: block sizes must be powers of 2 from 512 to 32768, with "
+                "physical_block_size >= logical_block_size", what);
+        goto fail;
+    }
+    /* Properties QEMU has that change nothing here: accepted, checked, ignored. */
+    static const char *const bools[] = {
+        "disable-legacy", "disable-modern", "ioeventfd", "event_idx", "indirect_desc",
+        "config-wce", "request-merging", "seg-max-adjust", "packed", "x-enable-wce-if-config-wce",
+        "use-started", "iommu_platform", "ats", "rombar", "multifunction",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bools); i++) {
+        if (kvm_opts_get_bool(p, bools[i], &b, what, err) < 0) {
+            goto fail;
+        }
+    }
+    if ((v = kvm_opts_get(p, "disable-legacy")) && !strcmp(v, "off")) {
+        err_set(err, "%s: only the modern virtio-pci interface exists here (disable-legacy=on)",
+                what);
+        goto fail;
+    }
+    uint64_t ignored;
+    if (kvm_opts_get_u64(p, "vectors", 0, 2048, &ignored, what, err) < 0 ||
+        kvm_opts_get_u64(p, "bootindex", 0, 0xffff, &ignored, what, err) < 0 ||
+        kvm_opts_get_u64(p, "max-discard-sectors", 0, UINT32_MAX, &ignored, what, err) < 0 ||
+        kvm_opts_get_u64(p, "max-write-zeroes-sectors", 0, UINT32_MAX, &ignored, what, err) < 0) {
+        goto fail;
+    }
+    if ((v = kvm_opts_get(p, "romfile")) && *v) {
+        err_set(err, "%s: option ROMs are not supported (romfile=)", what);
+        goto fail;
+    }
+    c->num_queues = (unsigned)nq;
+    c->queue_size = (unsigned)qs;
+    c->logical_block_size = (uint32_t)lbs;
+    c->physical_block_size = (uint32_t)pbs;
+    *cfg = c;
+    return 0;
+fail:
+    vblk_free(c);
+    return -EINVAL;
+}
+
+static int vblk_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err)
+{
+    /*
+     * The integration point: with the block layer in, this opens the
+     * backend for cfg->drive, builds dataplane/virtio-blk over it and puts
+     * it on a virtio-pci transport (vpci_create) in the machine.
+     */
+    err_set(err, "-device virtio-blk-pci: this build has no block layer yet, so the "
+            "device cannot be created");
+    return -ENOTSUP;
+}
+
+static const struct kvm_dev_type vblk_type = {
+    .name = "virtio-blk-pci",
+    .parse = vblk_parse,
+    .create = vblk_create,
+    .free_cfg = vblk_free,
+};
+
+const struct kvm_vblk_cfg *kvm_device_vblk_cfg(const struct kvm_device_cfg *d)
+{
+    return d->type == &vblk_type ? d->cfg : NULL;
+}
+
+static void register_builtin_types(void)
+{
+    static bool done;
+    if (!done) {
+        done = true;
+        kvm_dev_type_register(&debug_exit_type);
+        kvm_dev_type_register(&vblk_type);
+    }
+}
+
+/* ---- Options ----------------------------------------------------------- */
+
+static int parse_machine(struct kvm_config *c, const char *arg, struct err *err)
+{
+    struct kvm_opts o;
+    const char *what = "-machine";
+    int ret = kvm_opts_parse(&o, arg, "type", what, err);
+    if (ret < 0) {
+        return ret;
+    }
+    const char *type = kvm_opts_get(&o, "type");
+    const char *accel = kvm_opts_get(&o, "accel");
+    const char *irqchip = kvm_opts_get(&o, "kernel-irqchip");
+    bool b;
+    ret = -EINVAL;
+    if (type) {
+        static const char *const ok[] = { "q35", "pc", "microvm", "none" };
+        bool found = false;
+        for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+            found |= !strcmp(type, ok[i]);
+        }
+        found |= !strncmp(type, "pc-q35-", 7) || !strncmp(type, "pc-i440fx-", 10);
+        if (!found) {
+            err_set(err, "-machine: machine type '%s' is not supported (q35, pc or microvm; "
+                    "spindle-vm builds one PCI machine for all of them)", type);
+            goto out;
+        }
+        free(c->machine_type);
+        c->machine_type = xstrdup(type);
+    }
+    if (accel && strcmp(accel, "kvm")) {
+        err_set(err, "-machine: accel=%s is not supported; spindle-vm runs on KVM only", accel);
+        goto out;
+    }
+    if (irqchip && strcmp(irqchip, "on")) {
+        err_set(err, "-machine: kernel-irqchip=%s is not supported (only on)", irqchip);
+        goto out;
+    }
+    static const char *const bools[] = { "usb", "vmport", "smm", "dump-guest-core", "mem-merge",
+                                         "graphics", "hpet", "sata", "pic", "pit", "rtc",
+                                         "isa-serial", "acpi" };
+    for (size_t i = 0; i < ARRAY_SIZE(bools); i++) {
+        if (kvm_opts_get_bool(&o, bools[i], &b, what, err) < 0) {
+            goto out;
+        }
+    }
+    ret = kvm_opts_check_unused(&o, what, err);
+out:
+    kvm_opts_free(&o);
+    return ret;
+}
+
+static int parse_memory(struct kvm_config *c, const char *arg, struct err *err)
+{
+    struct kvm_opts o;
+    int ret = kvm_opts_parse(&o, arg, "size", "-m", err);
+    if (ret < 0) {
+        return ret;
+    }
+    const char *size = kvm_opts_get(&o, "size");
+    ret = -EINVAL;
+    if (kvm_opts_get(&o, "maxmem") || kvm_opts_get(&o, "slots")) {
+        err_set(err, "-m: memory hotplug (slots, maxmem) is not supported");
+        goto out;
+    }
+    if (!size || !(c->ram_size = kvm_parse_mem_size(size))) {
+        err_set(err, "-m: '%s' is not a memory size (e.g. 512, 512M, 2G)", size ? size : "");
+        goto out;
+    }
+    ret = kvm_opts_check_unused(&o, "-m", err);
+out:
+    kvm_opts_free(&o);
+    return ret;
+}
+
+static int parse_smp(struct kvm_config *c, const char *arg, struct err *err)
+{
+    struct kvm_opts o;
+    int ret = kvm_opts_parse(&o, arg, "cpus", "-smp", err);
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t cpus = 0, maxcpus = 0, sockets = 0, cores = 0, threads = 0, dies = 0;
+    ret = -EINVAL;
+    if (kvm_opts_get_u64(&o, "cpus", 1, MAX_SMP, &cpus, "-smp", err) < 0 ||
+        kvm_opts_get_u64(&o, "maxcpus", 1, MAX_SMP, &maxcpus, "-smp", err) < 0 ||
+        kvm_opts_get_u64(&o, "sockets", 1, MAX_SMP, &sockets, "-smp", err) < 0 ||
+        kvm_opts_get_u64(&o, "dies", 1, MAX_SMP, &dies, "-smp", err) < 0 ||
+        kvm_opts_get_u64(&o, "cores", 1, MAX_SMP, &cores, "-smp", err) < 0 ||
+        kvm_opts_get_u64(&o, "threads", 1, MAX_SMP, &threads, "-smp", err) < 0 ||
+        kvm_opts_check_unused(&o, "-smp", err) < 0) {
+        goto out;
+    }
+    uint64_t topo = (sockets ? sockets : 1) * (dies ? dies : 1) * (cores ? cores : 1) *
+                    (threads ? threads : 1);
+    if (!cpus) {
+        cpus = topo;
+    }
+    if ((sockets || cores || threads || dies) && topo != cpus) {
+        err_set(err, "-smp: %" PRIu64 " CPUs do not match the topology's %" PRIu64, cpus, topo);
+        goto out;
+    }
+    if (maxcpus && maxcpus != cpus) {
+        err_set(err, "-smp: CPU hotplug (maxcpus > cpus) is not supported");
+        goto out;
+    }
+    if (cpus > MAX_SMP) {
+        err_set(err, "-smp: at most %d CPUs", MAX_SMP);
+        goto out;
+    }
+    c->smp = (unsigned)cpus;
+    ret = 0;
+out:
+    kvm_opts_free(&o);
+    return ret;
+}
+
+static int parse_serial(struct kvm_config *c, const char *arg, struct err *err)
+{
+    free(c->serial_file);
+    c->serial_file = NULL;
+    if (!strcmp(arg, "stdio") || !strcmp(arg, "mon:stdio")) {
+        c->serial = KVM_SERIAL_STDIO;
+    } else if (!strcmp(arg, "none")) {
+        c->serial = KVM_SERIAL_NONE;
+    } else if (!strcmp(arg, "null") || !strcmp(arg, "vc")) {
+        c->serial = KVM_SERIAL_NULL;
+    } else if (!strncmp(arg, "file:", 5) && arg[5]) {
+        c->serial = KVM_SERIAL_FILE;
+        c->serial_file = xstrdup(arg + 5);
+    } else {
+        err_set(err, "-serial: '%s' is not supported (stdio, none, null or file:PATH)", arg);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int parse_object(struct kvm_config *c, const char *arg, struct err *err)
+{
+    struct kvm_opts o;
+    int ret = kvm_opts_parse(&o, arg, "qom-type", "-object", err);
+    if (ret < 0) {
+        return ret;
+    }
+    const char *type = kvm_opts_get(&o, "qom-type");
+    const char *id = kvm_opts_get(&o, "id");
+    struct kvm_iothread_cfg t;
+    uint64_t max_ns, grow = 0, shrink = 0;
+    ret = -EINVAL;
+    if (!type || strcmp(type, "iothread")) {
+        err_set(err, "-object: type '%s' is not supported (only iothread)", type ? type : "");
+        goto out;
+    }
+    if (!id || !*id) {
+        err_set(err, "-object iothread: property 'id' is required");
+        goto out;
+    }
+    iothread_opts_default(&t.opts);
+    max_ns = IOTHREAD_POLL_MAX_NS_DEFAULT;
+    if (kvm_opts_get_u64(&o, "poll-max-ns", 0, INT64_MAX, &max_ns, "-object iothread", err) < 0 ||
+        kvm_opts_get_u64(&o, "poll-grow", 0, INT64_MAX, &grow, "-object iothread", err) < 0 ||
+        kvm_opts_get_u64(&o, "poll-shrink", 0, INT64_MAX, &shrink, "-object iothread", err) < 0 ||
+        kvm_opts_check_unused(&o, "-object iothread", err) < 0) {
+        goto out;
+    }
+    for (unsigned i = 0; i < c->nr_iothreads; i++) {
+        if (!strcmp(c->iothreads[i].id, id)) {
+            err_set(err, "-object iothread: id '%s' is used twice", id);
+            goto out;
+        }
+    }
+    t.opts.poll_max_ns = (int64_t)max_ns;
+    t.opts.poll_grow = (int64_t)grow;
+    t.opts.poll_shrink = (int64_t)shrink;
+    t.id = xstrdup(id);
+    c->iothreads = xrealloc(c->iothreads, (c->nr_iothreads + 1) * sizeof(t));
+    c->iothreads[c->nr_iothreads++] = t;
+    ret = 0;
+out:
+    kvm_opts_free(&o);
+    return ret;
+}
+
+/* Whether a -drive id or -blockdev node-name is taken. */
+static bool block_name_taken(const struct kvm_config *c, const char *name)
+{
+    for (unsigned i = 0; i < c->nr_drives; i++) {
+        if (c->drives[i].id && !strcmp(c->drives[i].id, name)) {
+            return true;
+        }
+    }
+    for (unsigned i = 0; i < c->nr_blockdevs; i++) {
+        if (!strcmp(c->blockdevs[i].node_name, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int parse_blockdev(struct kvm_config *c, const char *arg, struct err *err)
+{
+    json_t *j;
+    if (arg[0] == '{') {
+        json_error_t jerr;
+        j = json_loads(arg, JSON_REJECT_DUPLICATES, &jerr);
+        if (!j || !json_is_object(j)) {
+            err_set(err, "-blockdev: not a JSON object: %s", j ? "" : jerr.text);
+            json_decref(j);
+            return -EINVAL;
+        }
+    } else {
+        struct kvm_opts o;
+        int ret = kvm_opts_parse(&o, arg, NULL, "-blockdev", err);
+        if (ret < 0) {
+            return ret;
+        }
+        j = kvm_opts_to_json(&o, "-blockdev", err);
+        kvm_opts_free(&o);
+        if (!j) {
+            return -EINVAL;
+        }
+    }
+    const char *driver = json_string_value(json_object_get(j, "driver"));
+    const char *node = json_string_value(json_object_get(j, "node-name"));
+    if (!driver || !*driver) {
+        err_set(err, "-blockdev: property 'driver' is required");
+        json_decref(j);
+        return -EINVAL;
+    }
+    if (!node || !*node) {
+        err_set(err, "-blockdev: property 'node-name' is required at the top level");
+        json_decref(j);
+        return -EINVAL;
+    }
+    if (block_name_taken(c, node)) {
+        err_set(err, "-blockdev: node-name '%s' is already in use", node);
+        json_decref(j);
+        return -EINVAL;
+    }
+    c->blockdevs = xrealloc(c->blockdevs, (c->nr_blockdevs + 1) * sizeof(*c->blockdevs));
+    c->blockdevs[c->nr_blockdevs++] = (struct kvm_blockdev_cfg){
+        .node_name = xstrdup(node), .options = j,
+    };
+    return 0;
+}
+
+static void drive_free(struct kvm_drive_cfg *d)
+{
+    free(d->id);
+    free(d->file);
+    free(d->format);
+    free(d->cache);
+    free(d->aio);
+    free(d->discard);
+    free(d->detect_zeroes);
+    free(d->werror);
+    free(d->rerror);
+    json_decref(d->options);
+}
+
+static int one_of(const char *v, const char *const *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(v, set[i])) {
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static char *dup_checked(struct kvm_opts *o, const char *key, const char *const *set, size_t n,
+                         struct err *err, int *ret)
+{
+    const char *v = kvm_opts_get(o, key);
+    if (!v) {
+        return NULL;
+    }
+    if (one_of(v, set, n) < 0) {
+        char list[256] = "";
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof(list) - l, "%s%s", i ? ", " : "", set[i]);
+        }
+        err_set(err, "-drive: %s=%s is not one of %s", key, v, list);
+        *ret = -EINVAL;
+        return NULL;
+    }
+    return xstrdup(v);
+}
+
+static int add_vblk_for_drive(struct kvm_config *c, const char *drive_id, struct err *err);
+
+static int parse_drive(struct kvm_config *c, const char *arg, struct err *err)
+{
+    struct kvm_opts o;
+    struct kvm_drive_cfg d = { 0 };
+    int ret = kvm_opts_parse(&o, arg, NULL, "-drive", err);
+    if (ret < 0) {
+        return ret;
+    }
+    static const char *const caches[] = { "none", "writeback", "writethrough", "directsync",
+                                          "unsafe" };
+    static const char *const aios[] = { "threads", "native", "io_uring" };
+    static const char *const discards[] = { "ignore", "off", "unmap", "on" };
+    static const char *const zeroes[] = { "off", "on", "unmap" };
+    static const char *const errs[] = { "ignore", "report", "stop", "enospc" };
+    const char *v;
+    ret = 0;
+    d.cache = dup_checked(&o, "cache", caches, ARRAY_SIZE(caches), err, &ret);
+    d.aio = dup_checked(&o, "aio", aios, ARRAY_SIZE(aios), err, &ret);
+    d.discard = dup_checked(&o, "discard", discards, ARRAY_SIZE(discards), err, &ret);
+    d.detect_zeroes = dup_checked(&o, "detect-zeroes", zeroes, ARRAY_SIZE(zeroes), err, &ret);
+    d.werror = dup_checked(&o, "werror", errs, ARRAY_SIZE(errs), err, &ret);
+    d.rerror = dup_checked(&o, "rerror", errs, ARRAY_SIZE(errs), err, &ret);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = -EINVAL;
+    if ((v = kvm_opts_get(&o, "id"))) {
+        d.id = xstrdup(v);
+    }
+    if ((v = kvm_opts_get(&o, "file"))) {
+        d.file = xstrdup(v);
+    }
+    if ((v = kvm_opts_get(&o, "format"))) {
+        d.format = xstrdup(v);
+    }
+    if (kvm_opts_get_bool(&o, "readonly", &d.read_only, "-drive", err) < 0 ||
+        kvm_opts_get_bool(&o, "read-only", &d.read_only, "-drive", err) < 0) {
+        goto fail;
+    }
+    v = kvm_opts_get(&o, "if");
+    if (!v || !strcmp(v, "ide") || !strcmp(v, "scsi") || !strcmp(v, "sd")) {
+        err_set(err, "-drive: if=%s is not supported; use if=virtio, or if=none with "
+                "-device virtio-blk-pci,drive=ID", v ? v : "ide (the default)");
+        goto fail;
+    } else if (!strcmp(v, "none")) {
+        d.interface = KVM_DRIVE_IF_NONE;
+    } else if (!strcmp(v, "virtio")) {
+        d.interface = KVM_DRIVE_IF_VIRTIO;
+    } else {
+        err_set(err, "-drive: if=%s is not supported (none or virtio)", v);
+        goto fail;
+    }
+    if (!d.file) {
+        err_set(err, "-drive: property 'file' is required (spindle-vm has no removable media)");
+        goto fail;
+    }
+    if (d.interface == KVM_DRIVE_IF_NONE && !d.id) {
+        err_set(err, "-drive: if=none needs an id for -device ...,drive=ID");
+        goto fail;
+    }
+    if (!d.id) {
+        d.id = xasprintf("virtio%u", c->nr_drives);
+    }
+    if (block_name_taken(c, d.id)) {
+        err_set(err, "-drive: id '%s' is already in use", d.id);
+        goto fail;
+    }
+    /* Dotted driver options (file.locking=off) and a few format ones go to the node. */
+    static const char *const node_keys[] = { "copy-on-read", "l2-cache-size", "cache-size",
+                                             "refcount-cache-size", "node-name",
+                                             "auto-read-only" };
+    for (unsigned i = 0; i < o.n; i++) {
+        if (!o.opt[i].used && !strchr(o.opt[i].key, '.') &&
+            one_of(o.opt[i].key, node_keys, ARRAY_SIZE(node_keys)) < 0) {
+            err_set(err, "-drive: unknown property '%s'", o.opt[i].key);
+            goto fail;
+        }
+    }
+    struct kvm_opts others = { 0 };
+    others.opt = xcalloc(o.n, sizeof(struct kvm_opt));
+    for (unsigned i = 0; i < o.n; i++) {
+        if (!o.opt[i].used) {
+            others.opt[others.n++] = o.opt[i];
+        }
+    }
+    d.options = kvm_opts_to_json(&others, "-drive", err);
+    free(others.opt);
+    if (!d.options) {
+        goto fail;
+    }
+    c->drives = xrealloc(c->drives, (c->nr_drives + 1) * sizeof(d));
+    c->drives[c->nr_drives++] = d;
+    kvm_opts_free(&o);
+    if (d.interface == KVM_DRIVE_IF_VIRTIO) {
+        return add_vblk_for_drive(c, d.id, err);
+    }
+    return 0;
+fail:
+    drive_free(&d);
+    kvm_opts_free(&o);
+    return ret < 0 ? ret : -EINVAL;
+}
+
+static void device_cfg_free(struct kvm_device_cfg *d)
+{
+    if (d->type && d->type->free_cfg) {
+        d->type->free_cfg(d->cfg);
+    }
+    free(d->id);
+}
+
+/* A -device given as JSON becomes key=value pairs (nested values stay JSON text). */
+static int json_to_opts(json_t *j, struct kvm_opts *o, struct err *err)
+{
+    const char *key;
+    json_t *v;
+    memset(o, 0, sizeof(*o));
+    json_object_foreach(j, key, v) {
+        char *val;
+        if (json_is_string(v)) {
+            val = xstrdup(json_string_value(v));
+        } else if (json_is_true(v) || json_is_false(v)) {
+            val = xstrdup(json_is_true(v) ? "on" : "off");
+        } else if (json_is_integer(v)) {
+            val = xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        } else {
+            val = json_dumps(v, JSON_COMPACT);
+        }
+        o->opt = xrealloc(o->opt, (o->n + 1) * sizeof(*o->opt));
+        o->opt[o->n++] = (struct kvm_opt){ .key = xstrdup(key), .value = val };
+    }
+    return 0;
+}
+
+static int add_device(struct kvm_config *c, struct kvm_opts *o, struct err *err)
+{
+    const char *driver = kvm_opts_get(o, "driver");
+    char what[128];
+    if (!driver || !*driver) {
+        err_set(err, "-device: property 'driver' is required");
+        return -EINVAL;
+    }
+    const struct kvm_dev_type *t = kvm_dev_type_find(driver);
+    if (!t) {
+        err_set(err, "-device: '%s' is not a device spindle-vm has (isa-debug-exit, "
+                "virtio-blk-pci)", driver);
+        return -EINVAL;
+    }
+    snprintf(what, sizeof(what), "-device %s", driver);
+    struct kvm_device_cfg d = { .type = t };
+    const char *id = kvm_opts_get(o, "id");
+    if (id) {
+        for (unsigned i = 0; i < c->nr_devices; i++) {
+            if (c->devices[i].id && !strcmp(c->devices[i].id, id)) {
+                err_set(err, "%s: id '%s' is used twice", what, id);
+                return -EINVAL;
+            }
+        }
+        d.id = xstrdup(id);
+    }
+    int ret = t->parse(o, &d.cfg, what, err);
+    if (ret == 0) {
+        ret = kvm_opts_check_unused(o, what, err);
+    }
+    if (ret < 0) {
+        device_cfg_free(&d);
+        return ret;
+    }
+    c->devices = xrealloc(c->devices, (c->nr_devices + 1) * sizeof(d));
+    c->devices[c->nr_devices++] = d;
+    return 0;
+}
+
+static int parse_device(struct kvm_config *c, const char *arg, struct err *err)
+{
+    struct kvm_opts o;
+    int ret;
+    if (!strcmp(arg, "help") || !strcmp(arg, "?")) {
+        err_set(err, "-device: available devices: isa-debug-exit, virtio-blk-pci");
+        return -EINVAL;
+    }
+    if (arg[0] == '{') {
+        json_error_t jerr;
+        json_t *j = json_loads(arg, JSON_REJECT_DUPLICATES, &jerr);
+        if (!j || !json_is_object(j)) {
+            err_set(err, "-device: not a JSON object: %s", j ? "" : jerr.text);
+            json_decref(j);
+            return -EINVAL;
+        }
+        json_to_opts(j, &o, err);
+        json_decref(j);
+    } else {
+        ret = kvm_opts_parse(&o, arg, "driver", "-device", err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = add_device(c, &o, err);
+    kvm_opts_free(&o);
+    return ret;
+}
+
+static int add_vblk_for_drive(struct kvm_config *c, const char *drive_id, struct err *err)
+{
+    struct kvm_opts o;
+    char *spec = xasprintf("virtio-blk-pci,drive=%s", drive_id);
+    int ret = kvm_opts_parse(&o, spec, "driver", "-drive", err);
+    free(spec);
+    if (ret == 0) {
+        ret = add_device(c, &o, err);
+        kvm_opts_free(&o);
+    }
+    return ret;
+}
+
+/* Cross references, once everything is read. */
+static int check_references(struct kvm_config *c, struct err *err)
+{
+    for (unsigned i = 0; i < c->nr_devices; i++) {
+        const struct kvm_vblk_cfg *v = kvm_device_vblk_cfg(&c->devices[i]);
+        if (!v) {
+            continue;
+        }
+        if (!block_name_taken(c, v->drive)) {
+            err_set(err, "-device virtio-blk-pci: drive '%s' is neither a -drive id nor a "
+                    "-blockdev node-name", v->drive);
+            return -EINVAL;
+        }
+        for (unsigned j = 0; j < i; j++) {
+            const struct kvm_vblk_cfg *w = kvm_device_vblk_cfg(&c->devices[j]);
+            if (w && !strcmp(w->drive, v->drive)) {
+                err_set(err, "-device virtio-blk-pci: drive '%s' is already used by another "
+                        "device", v->drive);
+                return -EINVAL;
+            }
+        }
+        const char *io = v->iothread;
+        bool found = !io;
+        for (unsigned j = 0; io && j < c->nr_iothreads; j++) {
+            found |= !strcmp(c->iothreads[j].id, io);
+        }
+        if (!found) {
+            err_set(err, "-device virtio-blk-pci: iothread '%s' is not an -object iothread", io);
+            return -EINVAL;
+        }
+        if (v->vq_mapping) {
+            size_t k;
+            json_t *e;
+            unsigned nq = v->num_queues ? v->num_queues : c->smp;
+            uint8_t *seen = xzalloc(nq);
+            bool with_vqs = false, without = false;
+            int ret = 0;
+            json_array_foreach(v->vq_mapping, k, e) {
+                const char *id = json_string_value(json_object_get(e, "iothread"));
+                bool ok = false;
+                for (unsigned j = 0; j < c->nr_iothreads; j++) {
+                    ok |= !strcmp(c->iothreads[j].id, id);
+                }
+                if (!ok) {
+                    err_set(err, "-device virtio-blk-pci: iothread-vq-mapping names iothread "
+                            "'%s', which is not an -object iothread", id);
+                    ret = -EINVAL;
+                    break;
+                }
+                json_t *vqs = json_object_get(e, "vqs");
+                if (!vqs) {
+                    without = true;
+                    continue;
+                }
+                with_vqs = true;
+                size_t x;
+                json_t *q;
+                json_array_foreach(vqs, x, q) {
+                    json_int_t n = json_integer_value(q);
+                    if (n >= (json_int_t)nq) {
+                        err_set(err, "-device virtio-blk-pci: iothread-vq-mapping names "
+                                "queue %" JSON_INTEGER_FORMAT " of a device with %u queues",
+                                n, nq);
+                        ret = -EINVAL;
+                        break;
+                    }
+                    if (seen[n]++) {
+                        err_set(err, "-device virtio-blk-pci: iothread-vq-mapping assigns "
+                                "queue %" JSON_INTEGER_FORMAT " twice", n);
+                        ret = -EINVAL;
+                        break;
+                    }
+                }
+                if (ret < 0) {
+                    break;
+                }
+            }
+            if (ret == 0 && with_vqs && without) {
+                err_set(err, "-device virtio-blk-pci: iothread-vq-mapping must give vqs in "
+                        "every entry or in none");
+                ret = -EINVAL;
+            }
+            for (unsigned q = 0; ret == 0 && with_vqs && q < nq; q++) {
+                if (!seen[q]) {
+                    err_set(err, "-device virtio-blk-pci: iothread-vq-mapping leaves queue %u "
+                            "without an iothread", q);
+                    ret = -EINVAL;
+                }
+            }
+            free(seen);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- argv -------------------------------------------------------------- */
+
+enum { ARG_NONE, ARG_ONE };
+
+struct option_def {
+    const char *name;
+    int arg;
+};
+
+static const struct option_def options[] = {
+    { "enable-kvm", ARG_NONE }, { "accel", ARG_ONE }, { "machine", ARG_ONE }, { "M", ARG_ONE },
+    { "cpu", ARG_ONE }, { "m", ARG_ONE }, { "smp", ARG_ONE }, { "kernel", ARG_ONE },
+    { "initrd", ARG_ONE }, { "append", ARG_ONE }, { "nographic", ARG_NONE },
+    { "serial", ARG_ONE }, { "display", ARG_ONE }, { "no-reboot", ARG_NONE },
+    { "no-shutdown", ARG_NONE }, { "mem-path", ARG_ONE }, { "mem-prealloc", ARG_NONE },
+    { "object", ARG_ONE }, { "device", ARG_ONE }, { "blockdev", ARG_ONE }, { "drive", ARG_ONE },
+    { "nodefaults", ARG_NONE }, { "no-user-config", ARG_NONE }, { "monitor", ARG_ONE },
+    { "vga", ARG_ONE }, { "bios", ARG_ONE }, { "name", ARG_ONE }, { "qmp", ARG_ONE },
+    { "help", ARG_NONE }, { "h", ARG_NONE }, { "version", ARG_NONE }, { "S", ARG_NONE },
+};
+
+void kvm_config_usage(FILE *out, const char *prog)
+{
+    fprintf(out,
+            "usage: %s [options]\n"
+            "  -enable-kvm | -accel kvm | -machine q35|pc|microvm[,accel=kvm]\n"
+            "  -cpu host[,-feature|+feature|feature=on|off]   -smp N   -m SIZE\n"
+            "  -mem-path DIR|FILE [-mem-prealloc]\n"
+            "  -kernel FILE (ELF with a PVH note, or bzImage)  -initrd FILE  -append CMDLINE\n"
+            "  -nographic  -serial stdio|none|null|file:PATH  -display none  -no-reboot\n"
+            "  -object iothread,id=ID[,poll-max-ns=N,poll-grow=N,poll-shrink=N]\n"
+            "  -device isa-debug-exit[,iobase=0x501,iosize=2]\n"
+            "  -device virtio-blk-pci,drive=ID[,iothread=ID,num-queues=N,queue-size=N,\n"
+            "          iothread-vq-mapping=JSON,id=ID,addr=SLOT]\n"
+            "  -blockdev driver=...,node-name=...[,...] | -blockdev '{JSON}'\n"
+            "  -drive if=none|virtio,id=ID,file=PATH[,format=,cache=,aio=,readonly=on]\n"
+            "Exit status: the guest's through isa-debug-exit ((v << 1) | 1), 0 on reset with\n"
+            "-no-reboot or on a signal, 1 for a bad command line or setup error, 2 when the\n"
+            "guest crashed a vCPU (triple fault, KVM internal error, failed entry).\n",
+            prog);
+}
+
+static const struct option_def *find_option(const char *arg)
+{
+    if (arg[0] != '-' || !arg[1]) {
+        return NULL;
+    }
+    const char *name = arg + 1 + (arg[1] == '-');
+    for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+        if (!strcmp(options[i].name, name)) {
+            return &options[i];
+        }
+    }
+    return NULL;
+}
+
+static int handle_option(struct kvm_config *c, const char *name, const char *arg,
+                         struct err *err)
+{
+    if (!strcmp(name, "enable-kvm") || !strcmp(name, "nodefaults") ||
+        !strcmp(name, "no-user-config") || !strcmp(name, "no-shutdown")) {
+        return 0;
+    }
+    if (!strcmp(name, "accel")) {
+        if (strcmp(arg, "kvm") && strncmp(arg, "kvm,", 4)) {
+            err_set(err, "-accel %s: spindle-vm runs on KVM only", arg);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!strcmp(name, "machine") || !strcmp(name, "M")) {
+        return parse_machine(c, arg, err);
+    }
+    if (!strcmp(name, "cpu")) {
+        free(c->cpu);
+        c->cpu = xstrdup(arg);
+        return kvm_cpu_model_parse(&c->cpu_model, arg, err);
+    }
+    if (!strcmp(name, "m")) {
+        return parse_memory(c, arg, err);
+    }
+    if (!strcmp(name, "smp")) {
+        return parse_smp(c, arg, err);
+    }
+    if (!strcmp(name, "kernel") || !strcmp(name, "initrd") || !strcmp(name, "append") ||
+        !strcmp(name, "mem-path")) {
+        char **slot = !strcmp(name, "kernel") ? &c->kernel :
+                      !strcmp(name, "initrd") ? &c->initrd :
+                      !strcmp(name, "append") ? &c->append : &c->mem_path;
+        free(*slot);
+        *slot = xstrdup(arg);
+        return 0;
+    }
+    if (!strcmp(name, "nographic")) {
+        c->serial = KVM_SERIAL_STDIO;
+        return 0;
+    }
+    if (!strcmp(name, "serial")) {
+        return parse_serial(c, arg, err);
+    }
+    if (!strcmp(name, "display") || !strcmp(name, "vga") || !strcmp(name, "monitor")) {
+        if (strcmp(arg, "none")) {
+            err_set(err, "-%s %s: spindle-vm has no %s; only '-%s none'", name, arg,
+                    !strcmp(name, "monitor") ? "human monitor" : "display", name);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!strcmp(name, "no-reboot")) {
+        c->no_reboot = true;
+        return 0;
+    }
+    if (!strcmp(name, "mem-prealloc")) {
+        c->mem_prealloc = true;
+        return 0;
+    }
+    if (!strcmp(name, "object")) {
+        return parse_object(c, arg, err);
+    }
+    if (!strcmp(name, "device")) {
+        return parse_device(c, arg, err);
+    }
+    if (!strcmp(name, "blockdev")) {
+        return parse_blockdev(c, arg, err);
+    }
+    if (!strcmp(name, "drive")) {
+        return parse_drive(c, arg, err);
+    }
+    if (!strcmp(name, "bios") || !strcmp(name, "name")) {
+        return 0;    /* no firmware runs here: the kernel is booted directly */
+    }
+    if (!strcmp(name, "qmp")) {
+        err_set(err, "-qmp: the QMP monitor is not in spindle-vm yet");
+        return -ENOTSUP;
+    }
+    if (!strcmp(name, "S")) {
+        err_set(err, "-S: starting paused needs the QMP monitor, which is not in spindle-vm yet");
+        return -ENOTSUP;
+    }
+    if (!strcmp(name, "help") || !strcmp(name, "h")) {
+        c->help = true;
+        return 0;
+    }
+    if (!strcmp(name, "version")) {
+        c->version = true;
+        return 0;
+    }
+    err_set(err, "-%s: not handled", name);
+    return -EINVAL;
+}
+
+int kvm_config_parse(struct kvm_config *c, int argc, char **argv, struct err *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->ram_size = 128 * MiB;      /* QEMU's default */
+    c->smp = 1;
+    c->serial = KVM_SERIAL_NULL;
+    kvm_cpu_model_parse(&c->cpu_model, "host", NULL);
+
+    for (int i = 1; i < argc; i++) {
+        const struct option_def *o = find_option(argv[i]);
+        if (!o) {
+            if (argv[i][0] == '-') {
+                err_set(err, "%s: unknown option", argv[i]);
+            } else {
+                err_set(err, "'%s': not an option (spindle-vm takes no bare arguments; "
+                        "use -kernel FILE)", argv[i]);
+            }
+            return -EINVAL;
+        }
+        const char *arg = NULL;
+        if (o->arg == ARG_ONE) {
+            if (i + 1 >= argc) {
+                err_set(err, "%s: requires an argument", argv[i]);
+                return -EINVAL;
+            }
+            arg = argv[++i];
+        }
+        int ret = handle_option(c, o->name, arg, err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (c->help || c->version) {
+        return 0;
+    }
+    if (!c->kernel) {
+        err_set(err, "no kernel: spindle-vm boots only with -kernel FILE (there is no firmware)");
+        return -EINVAL;
+    }
+    if (c->initrd && !c->kernel) {
+        err_set(err, "-initrd needs -kernel");
+        return -EINVAL;
+    }
+    return check_references(c, err);
+}
+
+void kvm_config_free(struct kvm_config *c)
+{
+    free(c->machine_type);
+    free(c->mem_path);
+    free(c->cpu);
+    free(c->kernel);
+    free(c->initrd);
+    free(c->append);
+    free(c->serial_file);
+    for (unsigned i = 0; i < c->nr_iothreads; i++) {
+        free(c->iothreads[i].id);
+    }
+    free(c->iothreads);
+    for (unsigned i = 0; i < c->nr_blockdevs; i++) {
+        free(c->blockdevs[i].node_name);
+        json_decref(c->blockdevs[i].options);
+    }
+    free(c->blockdevs);
+    for (unsigned i = 0; i < c->nr_drives; i++) {
+        drive_free(&c->drives[i]);
+    }
+    free(c->drives);
+    for (unsigned i = 0; i < c->nr_devices; i++) {
+        device_cfg_free(&c->devices[i]);
+    }
+    free(c->devices);
+    memset(c, 0, sizeof(*c));
+}
