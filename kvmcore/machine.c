@@ -295,11 +295,26 @@ int kvm_machine_init(struct kvm_machine *m, struct kvm_config *cfg, struct err *
 
 /* ---- Running --------------------------------------------------------------- */
 
+static bool vcpus_running(struct kvm_machine *m)
+{
+    for (unsigned i = 0; i < m->nr_vcpus; i++) {
+        if (m->vcpus[i].started && !atomic_load(&m->vcpus[i].exited)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Stop every vCPU.  The main loop keeps running meanwhile: a vCPU may be
+ * inside a device callback that waits for it (a virtio reset).
+ */
 static void stop_vcpus(struct kvm_machine *m)
 {
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
         vcpu_kick_stop(&m->vcpus[i]);
     }
+    AIO_WAIT_WHILE(vcpus_running(m));
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
         vcpu_join(&m->vcpus[i]);
     }
@@ -348,10 +363,7 @@ void kvm_machine_cleanup(struct kvm_machine *m)
     struct kvm_machine_dev *d, *tmp;
 
     /* vCPUs first: nothing may touch a device while it goes. */
-    for (unsigned i = 0; i < m->nr_vcpus; i++) {
-        vcpu_kick_stop(&m->vcpus[i]);
-        vcpu_join(&m->vcpus[i]);
-    }
+    stop_vcpus(m);
     list_for_each(d, &m->devs, link) {
         if (d->stop) {
             d->stop(d);

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "util/aio.h"
 #include "util/log.h"
 
 #define SIG_KICK SIGUSR1
@@ -388,6 +389,8 @@ static void *vcpu_thread(void *opaque)
         }
     }
     atomic_store(&v->exited, true);
+    /* The main loop may be waiting for this (it keeps running while vCPUs stop). */
+    aio_wait_kick();
     return NULL;
 }
 
