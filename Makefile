@@ -62,7 +62,7 @@ all: deps
 	$(Q)$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(LIB) $(PROG_BINS) $(UNIT_BINS) guest vmtest
+build-all: $(LIB) $(PROG_BINS) $(UNIT_BINS) guest vmtest faulty
 
 deps:
 	$(Q)scripts/deps.sh
@@ -99,6 +99,7 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HARNESS) $(LIB)
 -include tests/guest/guest.mk
 # spindle-vm with test doubles, for the VM integration tests; see tests/vmm.
 -include tests/vmm/vmm.mk
+-include tests/guest/faulty/faulty.mk
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory build-all

@@ -36,12 +36,52 @@ static void add(struct kvm_opts *o, char *key, char *value)
     o->opt[o->n++] = (struct kvm_opt){ .key = key, .value = value };
 }
 
-/* One element up to an unescaped comma; ",," becomes ",". */
+/* The length of a JSON array or object at s, brackets balanced; 0 if unbalanced. */
+static size_t json_span(const char *s)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; s[i]; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\' && s[i + 1]) {
+                i++;
+            } else if (c == '"') {
+                in_str = false;
+            }
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            depth++;
+        } else if ((c == ']' || c == '}') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * One element up to an unescaped comma; ",," becomes ",".  A value that is
+ * a JSON array or object (key=[...]) runs to its closing bracket, commas and
+ * all, so iothread-vq-mapping=[{...},{...}] needs no escaping.
+ */
 static char *take_element(const char **p)
 {
     size_t cap = strlen(*p) + 1, n = 0;
     char *out = xmalloc(cap);
     const char *s = *p;
+    const char *eq = strchr(s, '=');
+    const char *comma = strchr(s, ',');
+    if (eq && (!comma || eq < comma) && (eq[1] == '[' || eq[1] == '{')) {
+        size_t span = json_span(eq + 1);
+        if (span && (eq[1 + span] == ',' || eq[1 + span] == '\0')) {
+            size_t len = (size_t)(eq + 1 + span - s);
+            memcpy(out, s, len);
+            out[len] = '\0';
+            *p = s + len + (s[len] == ',');
+            return out;
+        }
+    }
     while (*s) {
         if (*s == ',') {
             if (s[1] == ',') {

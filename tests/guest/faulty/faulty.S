@@ -1,0 +1,84 @@
+/*
+ * faulty.S: a tiny PVH guest that misbehaves on purpose, for spindle-vm's
+ * integration tests.  The first letter of the command line picks what it
+ * does after printing "FAULTY <letter>" on COM1:
+ *
+ *   t  triple fault: an empty IDT, then ud2
+ *   i  KVM internal error: jump into MMIO space with no memory behind it,
+ *      so KVM's emulator cannot fetch the instruction
+ *   r  reset through the i8042 (port 0x64, 0xfe)
+ *   e  write 0x2a to isa-debug-exit (spindle-vm exits with 0x55)
+ *   h  halt with interrupts off, forever
+ *
+ * 32-bit protected mode, paging off, as the PVH entry leaves it; %ebx
+ * points at hvm_start_info (cmdline_paddr at offset 24).
+ */
+#define XEN_ELFNOTE_PHYS32_ENTRY 18
+#define COM1 0x3f8
+
+    .section .note.pvh, "a"
+    .balign 4
+    .long 4
+    .long 4
+    .long XEN_ELFNOTE_PHYS32_ENTRY
+    .asciz "Xen"
+    .balign 4
+    .long _start
+
+    .text
+    .code32
+    .globl _start
+_start:
+    movl 24(%ebx), %esi             /* the command line */
+    movzbl (%esi), %ecx             /* the mode letter */
+    movl $banner, %esi
+1:  lodsb
+    testb %al, %al
+    jz 2f
+    movw $COM1, %dx
+    outb %al, %dx
+    jmp 1b
+2:  movb %cl, %al
+    outb %al, %dx
+    movb $'\n', %al
+    outb %al, %dx
+
+    cmpb $'t', %cl
+    je triple
+    cmpb $'i', %cl
+    je internal
+    cmpb $'r', %cl
+    je reset
+    cmpb $'e', %cl
+    je debug_exit
+halt:
+    cli
+    hlt
+    jmp halt
+
+triple:
+    lidt idt_empty
+    ud2
+
+internal:
+    movl $0xd0000000, %eax
+    jmp *%eax
+
+reset:
+    movb $0xfe, %al
+    outb %al, $0x64
+    jmp halt
+
+debug_exit:
+    movb $0x2a, %al
+    movw $0x501, %dx
+    outb %al, %dx
+    jmp halt
+
+    .data
+banner:
+    .asciz "FAULTY "
+    .balign 8
+idt_empty:
+    .word 0
+    .long 0

@@ -1,0 +1,176 @@
+/* MSI-X: masking detaches a source and collects its signals into the PBA. */
+#include "tests/unit/harness.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "kvmcore/msix.h"
+
+#define NVEC 4
+#define PBA_OFF 0x800
+
+struct rig {
+    struct pci_dev dev;
+    struct pci_msix x;
+    int fd[2];
+};
+
+static void rig_init(struct rig *r)
+{
+    struct err err = { 0 };
+    memset(r, 0, sizeof(*r));
+    pci_dev_init(&r->dev, "msix", 1, 2, 0xff0000, 1, 2, NULL, NULL);
+    CU_ASSERT_EQUAL_FATAL(pci_msix_init(&r->x, &r->dev, NULL, NVEC, 1, 0, PBA_OFF, 2, &err), 0);
+    r->fd[0] = eventfd(0, EFD_NONBLOCK);
+    r->fd[1] = eventfd(0, EFD_NONBLOCK);
+}
+
+static void rig_free(struct rig *r)
+{
+    pci_msix_cleanup(&r->x);
+    close(r->fd[0]);
+    close(r->fd[1]);
+}
+
+static void signal_fd(int fd)
+{
+    uint64_t one = 1;
+    CU_ASSERT_EQUAL(write(fd, &one, 8), 8);
+}
+
+static void set_ctrl(struct rig *r, uint16_t ctrl)
+{
+    pci_config_write(&r->dev, r->x.cap + 2, ctrl, 2);
+    pci_msix_config_written(&r->x, r->x.cap + 2, 2);
+}
+
+static void program(struct rig *r, unsigned v, uint64_t addr, uint32_t data, bool masked)
+{
+    pci_msix_table_write(&r->x, v * 16, (uint32_t)addr, 4);
+    pci_msix_table_write(&r->x, v * 16 + 4, (uint32_t)(addr >> 32), 4);
+    pci_msix_table_write(&r->x, v * 16 + 8, data, 4);
+    pci_msix_table_write(&r->x, v * 16 + 12, masked, 4);
+}
+
+static void test_capability(void)
+{
+    struct rig r;
+    rig_init(&r);
+    uint8_t cap = r.x.cap;
+    CU_ASSERT_EQUAL(pci_config_read(&r.dev, cap, 1), PCI_CAP_ID_MSIX);
+    CU_ASSERT_EQUAL(pci_config_read(&r.dev, cap + 2, 2), NVEC - 1);
+    CU_ASSERT_EQUAL(pci_config_read(&r.dev, cap + 4, 4), 1);            /* BAR 1, offset 0 */
+    CU_ASSERT_EQUAL(pci_config_read(&r.dev, cap + 8, 4), PBA_OFF | 1);
+    /* The table size field is read-only. */
+    pci_config_write(&r.dev, cap + 2, 0xffff, 2);
+    CU_ASSERT_EQUAL(pci_config_read(&r.dev, cap + 2, 2), 0xc000 | (NVEC - 1));
+    /* Every vector starts masked. */
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, 12, 4), 1);
+    rig_free(&r);
+}
+
+static void test_table(void)
+{
+    struct rig r;
+    rig_init(&r);
+    program(&r, 2, 0xfee01000, 0x4041, true);
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, 32, 4), 0xfee01000);
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, 40, 4), 0x4041);
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, 32, 8), 0xfee01000);
+    /* Reserved control bits read 0; out of range and odd sizes are ignored. */
+    pci_msix_table_write(&r.x, 44, 0xfffffffe, 4);
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, 44, 4), 0);
+    pci_msix_table_write(&r.x, NVEC * 16, 1, 4);
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, NVEC * 16, 4), 0);
+    CU_ASSERT_EQUAL(pci_msix_table_read(&r.x, 33, 2), 0);
+    rig_free(&r);
+}
+
+static void test_mask_pba_unmask(void)
+{
+    struct rig r;
+    rig_init(&r);
+    set_ctrl(&r, 0x8000);                          /* enabled */
+    program(&r, 1, 0xfee00000, 0x31, true);        /* vector 1, masked */
+    pci_msix_bind(&r.x, 0, r.fd[0], 1);
+    CU_ASSERT_EQUAL(r.x.src[0].attached_gsi, -1);
+
+    /* A signal while masked becomes the pending bit. */
+    signal_fd(r.fd[0]);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&r.x, 0, 8), 1u << 1);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&r.x, 0, 8), 1u << 1);   /* stays until delivered */
+
+    /* Unmask: attached, and the pending message goes out once. */
+    uint64_t fired = r.x.fired;
+    pci_msix_table_write(&r.x, 16 + 12, 0, 4);
+    CU_ASSERT(r.x.src[0].attached_gsi >= 0);
+    CU_ASSERT_EQUAL(r.x.fired, fired + 1);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&r.x, 0, 8), 0);
+
+    /* Masking again detaches. */
+    pci_msix_table_write(&r.x, 16 + 12, 1, 4);
+    CU_ASSERT_EQUAL(r.x.src[0].attached_gsi, -1);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&r.x, 0, 8), 0);
+    rig_free(&r);
+}
+
+static void test_function_mask_and_enable(void)
+{
+    struct rig r;
+    rig_init(&r);
+    program(&r, 0, 0xfee00000, 0x30, false);
+    pci_msix_bind(&r.x, 0, r.fd[0], 0);
+    pci_msix_bind(&r.x, 1, r.fd[1], 0);            /* two sources share vector 0 */
+    /* MSI-X off: nothing attached even though the vector is unmasked. */
+    CU_ASSERT(pci_msix_is_masked(&r.x, 0));
+    CU_ASSERT_EQUAL(r.x.src[0].attached_gsi, -1);
+    set_ctrl(&r, 0x8000);
+    CU_ASSERT_FALSE(pci_msix_is_masked(&r.x, 0));
+    CU_ASSERT(r.x.src[0].attached_gsi >= 0);
+    CU_ASSERT_EQUAL(r.x.src[0].attached_gsi, r.x.src[1].attached_gsi);
+    /* The function mask masks every vector. */
+    set_ctrl(&r, 0xc000);
+    CU_ASSERT(pci_msix_is_masked(&r.x, 0));
+    CU_ASSERT_EQUAL(r.x.src[1].attached_gsi, -1);
+    signal_fd(r.fd[1]);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&r.x, 0, 4), 1);
+    uint64_t fired = r.x.fired;
+    set_ctrl(&r, 0x8000);
+    CU_ASSERT_EQUAL(r.x.fired, fired + 1);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&r.x, 0, 4), 0);
+    rig_free(&r);
+}
+
+static void test_rebind_and_reset(void)
+{
+    struct rig r;
+    rig_init(&r);
+    set_ctrl(&r, 0x8000);
+    program(&r, 0, 0xfee00000, 0x30, false);
+    program(&r, 3, 0xfee00000, 0x33, false);
+    pci_msix_bind(&r.x, 0, r.fd[0], 0);
+    int gsi0 = r.x.src[0].attached_gsi;
+    pci_msix_bind(&r.x, 0, r.fd[0], 3);
+    CU_ASSERT(r.x.src[0].attached_gsi >= 0 && r.x.src[0].attached_gsi != gsi0);
+    pci_msix_bind(&r.x, 0, r.fd[0], PCI_MSIX_NO_VECTOR);
+    CU_ASSERT_EQUAL(r.x.src[0].attached_gsi, -1);
+    /* An out-of-range vector is "no vector". */
+    pci_msix_bind(&r.x, 0, r.fd[0], NVEC);
+    CU_ASSERT_EQUAL(r.x.src[0].vector, PCI_MSIX_NO_VECTOR);
+    pci_msix_bind(&r.x, 0, r.fd[0], 3);
+    pci_msix_reset(&r.x);
+    CU_ASSERT_EQUAL(r.x.src[0].attached_gsi, -1);
+    CU_ASSERT(pci_msix_is_masked(&r.x, 3));
+    CU_ASSERT_EQUAL(pci_config_read(&r.dev, r.x.cap + 2, 2), NVEC - 1);
+    rig_free(&r);
+}
+
+void test_register(void)
+{
+    CU_pSuite s = CU_add_suite("msix", NULL, NULL);
+    CU_add_test(s, "capability", test_capability);
+    CU_add_test(s, "table", test_table);
+    CU_add_test(s, "mask_pba_unmask", test_mask_pba_unmask);
+    CU_add_test(s, "function_mask_and_enable", test_function_mask_and_enable);
+    CU_add_test(s, "rebind_and_reset", test_rebind_and_reset);
+}
