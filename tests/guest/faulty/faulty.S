@@ -9,6 +9,7 @@
  *   r  reset through the i8042 (port 0x64, 0xfe)
  *   e  write 0x2a to isa-debug-exit (spindle-vm exits with 0x55)
  *   h  halt with interrupts off, forever
+ *   c  print "CPUID x2apic=N pdpe1gb=N" (what -cpu left), then exit as e
  *
  * 32-bit protected mode, paging off, as the PVH entry leaves it; %ebx
  * points at hvm_start_info (cmdline_paddr at offset 24).
@@ -51,6 +52,8 @@ _start:
     je reset
     cmpb $'e', %cl
     je debug_exit
+    cmpb $'c', %cl
+    je cpuid_report
 halt:
     cli
     hlt
@@ -69,6 +72,46 @@ reset:
     outb %al, $0x64
     jmp halt
 
+/* Print the string at %esi on COM1. */
+puts:
+    movw $COM1, %dx
+1:  lodsb
+    testb %al, %al
+    jz 2f
+    outb %al, %dx
+    jmp 1b
+2:  ret
+
+/* Print '0' or '1' for bit %cl of %edi. */
+putbit:
+    movl %edi, %eax
+    shrl %cl, %eax
+    andb $1, %al
+    addb $'0', %al
+    movw $COM1, %dx
+    outb %al, %dx
+    ret
+
+cpuid_report:
+    movl $0xf0000, %esp             /* a stack in low RAM for the calls */
+    movl $1, %eax
+    cpuid
+    movl %ecx, %edi
+    movl $msg_x2apic, %esi
+    call puts
+    movb $21, %cl
+    call putbit
+    movl $0x80000001, %eax
+    cpuid
+    movl %edx, %edi
+    movl $msg_1g, %esi
+    call puts
+    movb $26, %cl
+    call putbit
+    movb $'\n', %al
+    outb %al, %dx
+    jmp debug_exit
+
 debug_exit:
     movb $0x2a, %al
     movw $0x501, %dx
@@ -78,6 +121,10 @@ debug_exit:
     .data
 banner:
     .asciz "FAULTY "
+msg_x2apic:
+    .asciz "CPUID x2apic="
+msg_1g:
+    .asciz " pdpe1gb="
     .balign 8
 idt_empty:
     .word 0
