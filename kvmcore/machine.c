@@ -344,6 +344,14 @@ int kvm_machine_run(struct kvm_machine *m)
         aio_poll(aio_main_context(), true);
     }
     stop_vcpus(m);
+    /* SPINDLE_DEBUG=1: where each vCPU stood, and how often it left the kernel. */
+    for (unsigned i = 0; i < m->nr_vcpus; i++) {
+        char where[256];
+        vcpu_describe(&m->vcpus[i], where, sizeof(where));
+        log_debug("vCPU %u stopped at %s after %" PRIu64 " exits (%" PRIu64 " port, %" PRIu64
+                  " MMIO), %.3f s after start", i, where, m->vcpus[i].nr_exits,
+                  m->vcpus[i].nr_io, m->vcpus[i].nr_mmio, (clock_ns() - m->start_ns) / 1e9);
+    }
 
     pthread_mutex_lock(&m->exit_lock);
     if (m->exit_msg) {

@@ -210,7 +210,7 @@ static const char *suberror_name(uint32_t sub)
 }
 
 /* "RIP 0x... (64-bit mode, CR0 0x..., CR3 0x...)" for messages. */
-static void describe_cpu(struct vcpu *v, char *buf, size_t size)
+void vcpu_describe(struct vcpu *v, char *buf, size_t size)
 {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
@@ -230,7 +230,7 @@ static void describe_cpu(struct vcpu *v, char *buf, size_t size)
 static void fatal_exit(struct vcpu *v, const char *what)
 {
     char cpu[256], msg[1024];
-    describe_cpu(v, cpu, sizeof(cpu));
+    vcpu_describe(v, cpu, sizeof(cpu));
     snprintf(msg, sizeof(msg), "vCPU %u: %s at %s; stopping the VM", v->index, what, cpu);
     v->env->request_exit(v->env->opaque, KVM_EXIT_STATUS_GUEST_ERROR, msg);
 }

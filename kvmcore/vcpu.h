@@ -82,6 +82,9 @@ void vcpu_kick_stop(struct vcpu *v);
 void vcpu_join(struct vcpu *v);
 void vcpu_destroy(struct vcpu *v);
 
+/* "RIP 0x... (64-bit mode, ...)" for messages; the vCPU must not be running. */
+void vcpu_describe(struct vcpu *v, char *buf, size_t size);
+
 /* Install the kick signal's handler; once per process, before vcpu_start. */
 void vcpu_signals_init(void);
 
