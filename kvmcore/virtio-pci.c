@@ -86,7 +86,7 @@ static void needs_reset(struct virtio_dev *d)
 
 static void bind_notify(struct vpci *p, uint64_t base, bool assign)
 {
-    if (!p->vm) {
+    if (!p->vm || p->no_ioeventfd) {
         return;
     }
     for (unsigned q = 0; q < p->vdev->num_queues; q++) {

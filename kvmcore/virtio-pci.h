@@ -74,6 +74,7 @@ struct vpci {
     bool notify_mapped;
     uint64_t notify_base;         /* where the ioeventfds are bound */
     unsigned ioeventfd_len;
+    bool no_ioeventfd;            /* ioeventfd=off: every kick exits to user space */
     atomic_uint_fast64_t user_kicks;   /* notify writes that reached user space */
 };
 
@@ -84,6 +85,15 @@ struct vpci {
  */
 struct vpci *vpci_create(struct pci_host *host, struct kvm_vm *vm, struct guest_mem *mem,
                          struct virtio_dev *vdev, int slot, const char *name, struct err *err);
+/*
+ * ioeventfd=off (QEMU's property): notify writes exit to user space, which
+ * signals the kick eventfd.  Before the BARs are assigned.
+ */
+static inline void vpci_set_ioeventfd(struct vpci *p, bool on)
+{
+    p->no_ioeventfd = !on;
+}
+
 /* Stop the device if it runs (VM shutdown); idempotent. */
 void vpci_stop(struct vpci *p);
 void vpci_destroy(struct vpci *p);

@@ -6,7 +6,7 @@
  * it wrote) before the real dataplane/virtio-blk and the block layer exist.
  *
  *   -device x-test-blk-pci[,size=64M][,num-queues=N][,queue-size=N]
- *           [,iothread=ID][,id=ID]
+ *           [,iothread=ID][,ioeventfd=on|off][,id=ID]
  *
  * Each queue is served on an iothread (the named one, or one of its own),
  * woken by the queue's kick eventfd.  It implements just enough of the
@@ -58,6 +58,7 @@ struct testblk_cfg {
     uint64_t size;
     unsigned num_queues, queue_size;
     char *iothread;
+    bool ioeventfd;
 };
 
 struct testblk;
@@ -498,6 +499,11 @@ static int tb_parse(struct kvm_opts *p, void **out, const char *what, struct err
     if ((v = kvm_opts_get(p, "iothread"))) {
         c->iothread = xstrdup(v);
     }
+    c->ioeventfd = true;
+    if (kvm_opts_get_bool(p, "ioeventfd", &c->ioeventfd, what, err) < 0) {
+        cfg_free(c);
+        return -EINVAL;
+    }
     c->size = size;
     c->num_queues = (unsigned)nq;
     c->queue_size = (unsigned)qs;
@@ -551,6 +557,7 @@ static int tb_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct e
         tb_release(&t->vdev);
         return -EINVAL;
     }
+    vpci_set_ioeventfd(t->pci, c->ioeventfd);
     t->mdev.name = xstrdup(name);
     t->mdev.stop = mdev_stop;
     t->mdev.destroy = mdev_destroy;
