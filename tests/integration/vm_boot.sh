@@ -44,7 +44,7 @@ expect vm_boot/serial_none '[ "$rc" -eq 7 ] && [ ! -s "$tmp/none.out" ]' \
 # -cpu host,-x2apic reaches the guest's CPUID; -pdpe1gb too (blkbench pages with 2 MiB).
 vm_run "$tmp/cpu" 30 "$VM" -m 64 -nographic -cpu host,-x2apic,-pdpe1gb -kernel "$FAULTY" \
     -append c -device isa-debug-exit
-expect vm_boot/cpu_minus_x2apic 'grep -q "CPUID x2apic=0 pdpe1gb=0" "$tmp/cpu.out"' \
+expect vm_boot/cpu_minus_x2apic 'grep -q "CPUID x2apic=0 xsave=[01] pdpe1gb=0" "$tmp/cpu.out"' \
     "guest saw: $(grep CPUID "$tmp/cpu.out")"
 vm_run "$tmp/cpu1g" 30 "$VM" "${base[@]}" -cpu host,-pdpe1gb -kernel "$BLKBENCH"
 expect vm_boot/cpu_minus_pdpe1gb '[ "$rc" -eq 7 ] && grep -q "paging=2m" "$tmp/cpu1g.out"' \

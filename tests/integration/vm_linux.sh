@@ -26,11 +26,11 @@ if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/vmlinux" ]; then
     fi
 fi
 
-# 1. bzImage: loaded, running, no fatal exit.
+# 1. bzImage: loaded, running, no fatal exit (timeout stops it: 124).
 SPINDLE_DEBUG=1 vm_run "$tmp/bz" "$BZ_SECONDS" "$VM" -m 1G -nographic -no-reboot -cpu host \
     -kernel "$dir/vmlinuz" -append "earlyprintk=ttyS0 console=ttyS0"
 rip=$(sed -n 's/.*vCPU 0 stopped at RIP \(0x[0-9a-f]*\).*/\1/p' "$tmp/bz.err")
-expect vm_linux/bzimage_runs '[ "$rc" -eq 0 ] && [ -n "$rip" ] && [ "$rip" != 0x1000200 ] &&
+expect vm_linux/bzimage_runs '[ "$rc" -eq 124 ] && [ -n "$rip" ] && [ "$rip" != 0x1000200 ] &&
     ! grep -q "spindle-vm: [^d]" <(grep -v "terminating on signal" "$tmp/bz.err")' \
     "exit $rc, RIP ${rip:-unknown}; $(grep -v debug "$tmp/bz.err" | head -3)"
 if grep -q "Linux version" "$tmp/bz.out"; then

@@ -9,7 +9,7 @@
  *   r  reset through the i8042 (port 0x64, 0xfe)
  *   e  write 0x2a to isa-debug-exit (spindle-vm exits with 0x55)
  *   h  halt with interrupts off, forever
- *   c  print "CPUID x2apic=N pdpe1gb=N" (what -cpu left), then exit as e
+ *   c  print "CPUID x2apic=N xsave=N pdpe1gb=N" (what -cpu left), then exit as e
  *
  * 32-bit protected mode, paging off, as the PVH entry leaves it; %ebx
  * points at hvm_start_info (cmdline_paddr at offset 24).
@@ -101,6 +101,10 @@ cpuid_report:
     call puts
     movb $21, %cl
     call putbit
+    movl $msg_xsave, %esi
+    call puts
+    movb $26, %cl
+    call putbit
     movl $0x80000001, %eax
     cpuid
     movl %edx, %edi
@@ -125,6 +129,8 @@ msg_x2apic:
     .asciz "CPUID x2apic="
 msg_1g:
     .asciz " pdpe1gb="
+msg_xsave:
+    .asciz " xsave="
     .balign 8
 idt_empty:
     .word 0

@@ -7,7 +7,8 @@
 #
 # Exits non-zero with one line on stderr when the package cannot be had.
 set -euo pipefail
-out=$1
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
 [ -s "$out/vmlinuz" ] && [ -s "$out/vmlinux" ] && exit 0
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/fetch-linux-XXXXXX")
