@@ -113,10 +113,16 @@ int kvm_ram_alloc(struct kvm_ram *ram, uint64_t size, const char *mem_path, stru
         close(fd);
         return ret;
     }
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    /*
+     * On hugetlbfs the mapping reserves its huge pages now, so a pool that is
+     * too small fails here with a sentence rather than later in the guest.
+     */
+    bool huge = ram->page_size > 4096;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | (huge ? 0 : MAP_NORESERVE), fd, 0);
     if (p == MAP_FAILED) {
-        int ret = err_set_errno(err, -errno, "cannot map %" PRIu64 " MiB of guest RAM",
-                                size >> 20);
+        int ret = err_set_errno(err, -errno, "cannot map %" PRIu64 " MiB of guest RAM%s",
+                                size >> 20, huge ? " (are enough huge pages reserved?)" : "");
         close(fd);
         return ret;
     }

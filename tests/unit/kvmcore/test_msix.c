@@ -165,6 +165,51 @@ static void test_rebind_and_reset(void)
     rig_free(&r);
 }
 
+/* The same dance against a real VM: MSI routes and irqfds are accepted by KVM. */
+static void test_with_kvm(void)
+{
+    struct kvm_vm vm;
+    struct err err = { 0 };
+    struct pci_dev dev;
+    struct pci_msix x;
+    if (!kvm_available()) {
+        test_skip("no usable /dev/kvm");
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(kvm_vm_open(&vm, &err), 0);
+    pci_dev_init(&dev, "msix-kvm", 1, 2, 0xff0000, 1, 2, NULL, NULL);
+    CU_ASSERT_EQUAL_FATAL(pci_msix_init(&x, &dev, &vm, NVEC, 1, 0, PBA_OFF, 2, &err), 0);
+    int fd = eventfd(0, EFD_NONBLOCK);
+    pci_config_write(&dev, x.cap + 2, 0x8000, 2);
+    pci_msix_config_written(&x, x.cap + 2, 2);
+    pci_msix_table_write(&x, 0, 0xfee00000, 4);
+    pci_msix_table_write(&x, 8, 0x4030, 4);
+    pci_msix_bind(&x, 0, fd, 0);
+    CU_ASSERT_EQUAL(x.src[0].attached_gsi, -1);        /* still masked */
+    pci_msix_table_write(&x, 12, 0, 4);                /* unmask: route + irqfd */
+    CU_ASSERT(x.src[0].attached_gsi >= 24);
+    CU_ASSERT_EQUAL(x.vec[0].gsi, x.src[0].attached_gsi);
+    /* A new message on the live route is accepted. */
+    pci_msix_table_write(&x, 8, 0x4031, 4);
+    CU_ASSERT(x.src[0].attached_gsi >= 24);
+    /* A signal while attached is consumed by KVM, not left pending. */
+    uint64_t one = 1;
+    CU_ASSERT_EQUAL(write(fd, &one, 8), 8);
+    usleep(10000);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&x, 0, 8), 0);
+    /* Mask, signal, unmask: delivered once through KVM_SIGNAL_MSI. */
+    pci_msix_table_write(&x, 12, 1, 4);
+    CU_ASSERT_EQUAL(x.src[0].attached_gsi, -1);
+    CU_ASSERT_EQUAL(write(fd, &one, 8), 8);
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&x, 0, 8), 1);
+    uint64_t fired = x.fired;
+    pci_msix_table_write(&x, 12, 0, 4);
+    CU_ASSERT_EQUAL(x.fired, fired + 1);
+    pci_msix_cleanup(&x);
+    close(fd);
+    kvm_vm_close(&vm);
+}
+
 void test_register(void)
 {
     CU_pSuite s = CU_add_suite("msix", NULL, NULL);
@@ -173,4 +218,5 @@ void test_register(void)
     CU_add_test(s, "mask_pba_unmask", test_mask_pba_unmask);
     CU_add_test(s, "function_mask_and_enable", test_function_mask_and_enable);
     CU_add_test(s, "rebind_and_reset", test_rebind_and_reset);
+    CU_add_test(s, "with_kvm", test_with_kvm);
 }
