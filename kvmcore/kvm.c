@@ -320,11 +320,36 @@ int kvm_vm_open(struct kvm_vm *vm, struct err *err)
         err_set_errno(err, ret, "KVM_SET_GSI_ROUTING failed");
         goto fail;
     }
+    for (unsigned i = 0; i < 3; i++) {
+        vm->chips0[i].chip_id = i;
+        ret = kvm_ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &vm->chips0[i]);
+        if (ret < 0) {
+            err_set_errno(err, ret, "KVM_GET_IRQCHIP failed");
+            goto fail;
+        }
+    }
+    ret = kvm_ioctl(vm->vm_fd, KVM_GET_PIT2, &vm->pit0);
+    if (ret < 0) {
+        err_set_errno(err, ret, "KVM_GET_PIT2 failed");
+        goto fail;
+    }
     return 0;
 
 fail:
     kvm_vm_close(vm);
     return ret < 0 ? ret : -EINVAL;
+}
+
+int kvm_vm_reset_chips(struct kvm_vm *vm, struct err *err)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        int ret = kvm_ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &vm->chips0[i]);
+        if (ret < 0) {
+            return err_set_errno(err, ret, "KVM_SET_IRQCHIP failed");
+        }
+    }
+    int ret = kvm_ioctl(vm->vm_fd, KVM_SET_PIT2, &vm->pit0);
+    return ret < 0 ? err_set_errno(err, ret, "KVM_SET_PIT2 failed") : 0;
 }
 
 void kvm_vm_close(struct kvm_vm *vm)

@@ -25,6 +25,9 @@ struct kvm_vm {
     bool cap_immediate_exit;
     bool cap_signal_msi;
     unsigned next_slot;
+    /* The PICs, IOAPIC and PIT as created, for a machine reset. */
+    struct kvm_irqchip chips0[3];
+    struct kvm_pit_state2 pit0;
 
     pthread_mutex_t irq_lock;    /* protects everything below */
     struct kvm_irq_routing_entry *routes;
@@ -40,6 +43,9 @@ struct kvm_vm {
  */
 int kvm_vm_open(struct kvm_vm *vm, struct err *err);
 void kvm_vm_close(struct kvm_vm *vm);
+
+/* Put the PICs, the IOAPIC and the PIT back as they were created (reset). */
+int kvm_vm_reset_chips(struct kvm_vm *vm, struct err *err);
 
 /* Whether /dev/kvm can be opened for read and write. */
 bool kvm_available(void);

@@ -53,9 +53,8 @@ static void guest_reset(void *opaque)
     if (m->cfg->no_reboot) {
         kvm_machine_request_exit(m, KVM_EXIT_STATUS_OK, false, NULL);
     } else {
-        kvm_machine_request_exit(m, KVM_EXIT_STATUS_OK, false,
-                                 "the guest reset the machine; spindle-vm does not reboot "
-                                 "guests, so it stops as with -no-reboot");
+        atomic_store(&m->reset_requested, true);
+        aio_bh_schedule_oneshot(aio_main_context(), wake_main, NULL);
     }
 }
 
@@ -320,6 +319,49 @@ static void stop_vcpus(struct kvm_machine *m)
     }
 }
 
+static int start_vcpus(struct kvm_machine *m, struct err *err)
+{
+    for (unsigned i = 0; i < m->nr_vcpus; i++) {
+        int ret = vcpu_start(&m->vcpus[i], err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* The guest reset the machine: boot it again.  Main thread. */
+static int reboot(struct kvm_machine *m, struct err *err)
+{
+    struct vcpu_boot_state bs;
+    int ret;
+
+    stop_vcpus(m);
+    m->reboots++;
+    log_debug("reboot %u, %.3f s after start", m->reboots, (clock_ns() - m->start_ns) / 1e9);
+    pci_host_reset(&m->pci);
+    if (m->has_serial) {
+        kvm_serial_reset(&m->serial);
+    }
+    ret = kvm_vm_reset_chips(&m->vm, err);
+    if (ret == 0) {
+        ret = load_kernel(m, &bs, err);
+    }
+    if (ret == 0) {
+        ret = write_mptable(m, err);
+    }
+    for (unsigned i = 0; ret == 0 && i < m->nr_vcpus; i++) {
+        ret = vcpu_reset(&m->vcpus[i], i == 0 ? &bs : NULL, err);
+    }
+    if (ret == 0) {
+        ret = start_vcpus(m, err);
+    }
+    if (ret < 0) {
+        err_prepend(err, "cannot reboot the guest: ");
+    }
+    return ret;
+}
+
 int kvm_machine_run(struct kvm_machine *m)
 {
     struct err err = { 0 };
@@ -334,14 +376,21 @@ int kvm_machine_run(struct kvm_machine *m)
         m->signal_handler = aio_set_fd_handler(aio_main_context(), m->signal_fd, signal_ready,
                                                NULL, m);
     }
-    for (unsigned i = 0; i < m->nr_vcpus; i++) {
-        if (vcpu_start(&m->vcpus[i], &err) < 0) {
-            kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg);
+    if (start_vcpus(m, &err) < 0) {
+        kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg);
+    }
+    for (;;) {
+        while (!atomic_load(&m->exit_requested) && !atomic_load(&m->reset_requested)) {
+            aio_poll(aio_main_context(), true);
+        }
+        if (atomic_load(&m->exit_requested)) {
             break;
         }
-    }
-    while (!atomic_load(&m->exit_requested)) {
-        aio_poll(aio_main_context(), true);
+        atomic_store(&m->reset_requested, false);
+        err_clear(&err);
+        if (reboot(m, &err) < 0) {
+            kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg);
+        }
     }
     stop_vcpus(m);
     /* SPINDLE_DEBUG=1: where each vCPU stood, and how often it left the kernel. */

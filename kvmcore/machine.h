@@ -6,7 +6,10 @@
  * aio_context until something ends the VM (isa-debug-exit, a reset with
  * -no-reboot, a fatal vCPU exit, a signal, Ctrl-A x); then it stops every
  * vCPU (stop flag, immediate_exit and a signal), stops the devices and
- * returns the exit status.
+ * returns the exit status.  A reset without -no-reboot reboots: vCPUs
+ * stopped, devices, interrupt controllers and vCPUs back to their power-on
+ * state, the kernel files read and loaded again (RAM is not cleared, as on
+ * QEMU), vCPUs started.
  */
 #ifndef SPINDLE_KVMCORE_MACHINE_H
 #define SPINDLE_KVMCORE_MACHINE_H
@@ -58,6 +61,8 @@ struct kvm_machine {
 
     pthread_mutex_t exit_lock;
     atomic_bool exit_requested;
+    atomic_bool reset_requested;  /* the guest asked for a reboot */
+    unsigned reboots;
     int exit_status;
     char *exit_msg;
     bool exit_is_error;

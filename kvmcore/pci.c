@@ -319,6 +319,24 @@ int pci_host_add_dev(struct pci_host *h, struct pci_dev *d, int slot, struct err
     return 0;
 }
 
+void pci_host_reset(struct pci_host *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->cf8 = 0;
+    for (unsigned slot = 0; slot < PCI_MAX_SLOTS; slot++) {
+        struct pci_dev *d = h->devs[slot];
+        if (!d) {
+            continue;
+        }
+        memcpy(d->config, d->config0, PCI_CONFIG_SIZE);
+        update_bars(d);
+        if (d->ops && d->ops->reset) {
+            d->ops->reset(d);
+        }
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
 int pci_host_assign_bars(struct pci_host *h, struct err *err)
 {
     pthread_mutex_lock(&h->lock);
@@ -353,6 +371,7 @@ int pci_host_assign_bars(struct pci_host *h, struct err *err)
             pci_config_write(d, PCI_COMMAND, cmd | PCI_COMMAND_MEMORY, 2);
             update_bars(d);
         }
+        memcpy(d->config0, d->config, PCI_CONFIG_SIZE);
     }
     pthread_mutex_unlock(&h->lock);
     return 0;

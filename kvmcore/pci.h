@@ -69,6 +69,8 @@ struct pci_dev_ops {
      * Optional; returns false to read the stored bytes.
      */
     bool (*config_read)(struct pci_dev *d, uint32_t off, unsigned size, uint32_t *val);
+    /* A machine reset, after config space is back to its power-on bytes. Optional. */
+    void (*reset)(struct pci_dev *d);
 };
 
 struct pci_bar {
@@ -88,6 +90,7 @@ struct pci_dev {
     void *opaque;
     uint8_t config[PCI_CONFIG_SIZE];
     uint8_t wmask[PCI_CONFIG_SIZE];   /* bits the guest may write */
+    uint8_t config0[PCI_CONFIG_SIZE]; /* as pci_host_assign_bars left it, for resets */
     struct pci_bar bars[6];
     uint8_t next_cap;            /* where the next capability goes */
     uint8_t last_cap;            /* the last capability added, 0 for none */
@@ -133,6 +136,13 @@ void pci_host_cleanup(struct pci_host *h);
 int pci_host_add_dev(struct pci_host *h, struct pci_dev *d, int slot, struct err *err);
 /* Assign every BAR from the window below 4 GiB and enable decoding. */
 int pci_host_assign_bars(struct pci_host *h, struct err *err);
+
+/*
+ * A machine reset: every function's config space back to what
+ * pci_host_assign_bars left (BARs where spindle-vm put them, decoding on,
+ * capabilities off), then each device's reset hook.
+ */
+void pci_host_reset(struct pci_host *h);
 
 /* Mechanism #1 and ECAM, exposed for tests. */
 extern const struct kvm_bus_ops pci_host_cf8_ops;

@@ -282,6 +282,17 @@ static void resume_input(void *opaque)
     }
 }
 
+void kvm_serial_reset(struct kvm_serial *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->ier = s->fcr = s->scr = s->dll = s->dlm = s->lsr_extra = 0;
+    s->lcr = 0x03;
+    s->mcr = MCR_OUT2;
+    s->thr_ipending = false;
+    update_irq(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
 int kvm_serial_init(struct kvm_serial *s, struct kvm_vm *vm, struct kvm_bus *pio,
                     uint16_t base, unsigned irq, int out_fd, int in_fd, struct err *err)
 {

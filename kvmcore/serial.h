@@ -52,6 +52,9 @@ int kvm_serial_init(struct kvm_serial *s, struct kvm_vm *vm, struct kvm_bus *pio
 /* Stop reading input and release everything (main thread, vCPUs stopped). */
 void kvm_serial_cleanup(struct kvm_serial *s);
 
+/* A machine reset: registers to their power-on values, input kept. */
+void kvm_serial_reset(struct kvm_serial *s);
+
 /* Feed bytes as if they arrived on in_fd (tests). */
 void kvm_serial_receive(struct kvm_serial *s, const uint8_t *buf, size_t len);
 

@@ -107,6 +107,12 @@ int vcpu_create(struct vcpu *v, const struct vcpu_env *env, unsigned index,
     if (ret < 0) {
         goto fail;
     }
+    v->lapic0 = xmalloc(sizeof(*v->lapic0));
+    if (vcpu_ioctl(v, KVM_GET_LAPIC, v->lapic0) < 0 || vcpu_ioctl(v, KVM_GET_REGS, &v->regs0) < 0 ||
+        vcpu_ioctl(v, KVM_GET_SREGS, &v->sregs0) < 0) {
+        ret = err_set_errno(err, -errno, "vCPU %u: cannot read its initial state", index);
+        goto fail;
+    }
     return 0;
 
 fail:
@@ -431,8 +437,61 @@ void vcpu_join(struct vcpu *v)
     v->started = false;
 }
 
+/* Paravirtual and other MSRs a rebooting guest must find off, and PAT at its default. */
+static const struct { uint32_t index; uint64_t value; } reset_msrs[] = {
+    { 0x4b564d01, 0 },                   /* MSR_KVM_SYSTEM_TIME_NEW: kvmclock off */
+    { 0x4b564d02, 0 },                   /* MSR_KVM_ASYNC_PF_EN */
+    { 0x4b564d03, 0 },                   /* MSR_KVM_STEAL_TIME */
+    { 0x4b564d04, 0 },                   /* MSR_KVM_PV_EOI_EN */
+    { 0x00000012, 0 },                   /* MSR_KVM_SYSTEM_TIME (old) */
+    { 0x00000277, 0x0007040600070406 },  /* IA32_PAT */
+};
+
+int vcpu_reset(struct vcpu *v, const struct vcpu_boot_state *bs, struct err *err)
+{
+    int ret;
+    struct kvm_fpu fpu;
+    struct kvm_vcpu_events events;
+    struct kvm_mp_state mp = {
+        .mp_state = v->index == 0 ? KVM_MP_STATE_RUNNABLE : KVM_MP_STATE_UNINITIALIZED,
+    };
+
+    if ((ret = vcpu_ioctl(v, KVM_SET_REGS, &v->regs0)) < 0 ||
+        (ret = vcpu_ioctl(v, KVM_SET_SREGS, &v->sregs0)) < 0 ||
+        (ret = vcpu_ioctl(v, KVM_SET_LAPIC, v->lapic0)) < 0) {
+        return err_set_errno(err, ret, "vCPU %u: cannot reset its registers", v->index);
+    }
+    memset(&fpu, 0, sizeof(fpu));
+    fpu.fcw = 0x37f;
+    fpu.mxcsr = 0x1f80;
+    memset(&events, 0, sizeof(events));
+    if ((ret = vcpu_ioctl(v, KVM_SET_FPU, &fpu)) < 0 ||
+        (ret = vcpu_ioctl(v, KVM_SET_VCPU_EVENTS, &events)) < 0 ||
+        (ret = vcpu_ioctl(v, KVM_SET_MP_STATE, &mp)) < 0) {
+        return err_set_errno(err, ret, "vCPU %u: cannot reset its state", v->index);
+    }
+    /* One MSR at a time: KVM stops at the first it does not know. */
+    for (size_t i = 0; i < ARRAY_SIZE(reset_msrs); i++) {
+        struct {
+            struct kvm_msrs hdr;
+            struct kvm_msr_entry e;
+        } m;
+        memset(&m, 0, sizeof(m));
+        m.hdr.nmsrs = 1;
+        m.e.index = reset_msrs[i].index;
+        m.e.data = reset_msrs[i].value;
+        vcpu_ioctl(v, KVM_SET_MSRS, &m);
+    }
+    atomic_store(&v->stop, false);
+    atomic_store(&v->exited, false);
+    v->run->immediate_exit = 0;
+    return bs ? vcpu_set_boot_state(v, bs, err) : 0;
+}
+
 void vcpu_destroy(struct vcpu *v)
 {
+    free(v->lapic0);
+    v->lapic0 = NULL;
     if (v->run) {
         munmap(v->run, v->run_size);
         v->run = NULL;

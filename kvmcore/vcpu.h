@@ -47,6 +47,10 @@ struct vcpu {
     bool started;
     atomic_bool stop;
     atomic_bool exited;
+    /* The state KVM created it with (and its LAPIC as firmware leaves it), for resets. */
+    struct kvm_regs regs0;
+    struct kvm_sregs sregs0;
+    struct kvm_lapic_state *lapic0;
     /* Exit counters, for statistics. */
     uint64_t nr_io, nr_mmio, nr_exits;
 };
@@ -75,6 +79,12 @@ int vcpu_create(struct vcpu *v, const struct vcpu_env *env, unsigned index,
                 const struct kvm_cpuid2 *cpuid, struct err *err);
 /* Registers for the boot vCPU (the others wait for INIT/SIPI). */
 int vcpu_set_boot_state(struct vcpu *v, const struct vcpu_boot_state *bs, struct err *err);
+/*
+ * A machine reset: back to the state the vCPU was created in (registers,
+ * local APIC, FPU, paravirtual MSRs, pending events), waiting for INIT/SIPI
+ * unless bs says how it boots.  The vCPU's thread must have stopped.
+ */
+int vcpu_reset(struct vcpu *v, const struct vcpu_boot_state *bs, struct err *err);
 int vcpu_start(struct vcpu *v, struct err *err);
 /* Ask the vCPU to stop (any thread, idempotent). */
 void vcpu_kick_stop(struct vcpu *v);

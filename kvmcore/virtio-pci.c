@@ -460,10 +460,21 @@ static void config_written(struct pci_dev *d, uint32_t off, unsigned size)
     }
 }
 
+/* A machine reset: the device as after a driver's reset, MSI-X off and masked. */
+static void pci_reset(struct pci_dev *d)
+{
+    struct vpci *p = d->opaque;
+    pthread_mutex_lock(&p->lock);
+    reset_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    pci_msix_reset(&p->msix);
+}
+
 static const struct pci_dev_ops vpci_pci_ops = {
     .config_written = config_written,
     .bar_mapped = bar_mapped,
     .config_read = config_read,
+    .reset = pci_reset,
 };
 
 /* ---- Creation ------------------------------------------------------------ */

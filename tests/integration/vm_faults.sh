@@ -39,3 +39,9 @@ expect vm_faults/debug_exit_moved '[ "$rc" -eq 124 ]' "exit status $rc, expected
 # Two vCPUs: the fault on vCPU 0 stops vCPU 1 (parked in wait-for-SIPI) too.
 vm_run "$tmp/smp" 20 "$VM" -m 64 -smp 4 -nographic -kernel "$FAULTY" -append t
 expect vm_faults/smp_stops_all '[ "$rc" -eq 2 ]' "exit status $rc, expected 2"
+
+# Without -no-reboot a reset reboots: the guest boots a second time (its mark
+# in RAM survives, as on QEMU) and then leaves through isa-debug-exit.
+vm_run "$tmp/boot2" 20 "$VM" -m 64 -smp 2 -nographic -kernel "$FAULTY" -append b -device isa-debug-exit
+expect vm_faults/reboot '[ "$rc" -eq 85 ] && [ "$(grep -c "FAULTY b" "$tmp/boot2.out")" -eq 2 ]' \
+    "exit status $rc, $(grep -c "FAULTY b" "$tmp/boot2.out") boots"

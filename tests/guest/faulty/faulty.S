@@ -9,6 +9,8 @@
  *   r  reset through the i8042 (port 0x64, 0xfe)
  *   e  write 0x2a to isa-debug-exit (spindle-vm exits with 0x55)
  *   h  halt with interrupts off, forever
+ *   b  boot twice: on the first boot leave a mark in RAM (which a reset
+ *      keeps) and reset through the i8042; on the second, exit as e
  *   c  print "CPUID x2apic=N xsave=N pdpe1gb=N" (what -cpu left), then exit as e
  *
  * 32-bit protected mode, paging off, as the PVH entry leaves it; %ebx
@@ -54,6 +56,8 @@ _start:
     je debug_exit
     cmpb $'c', %cl
     je cpuid_report
+    cmpb $'b', %cl
+    je boot_twice
 halt:
     cli
     hlt
@@ -67,6 +71,10 @@ internal:
     movl $0xd0000000, %eax
     jmp *%eax
 
+boot_twice:
+    cmpl $0x544f4f42, 0x800000      /* "BOOT": the mark of a first boot */
+    je debug_exit
+    movl $0x544f4f42, 0x800000
 reset:
     movb $0xfe, %al
     outb %al, $0x64

@@ -135,6 +135,26 @@ static void test_assign_and_move(void)
     rig_free(&r);
 }
 
+static void test_reset(void)
+{
+    struct rig r;
+    struct err err = { 0 };
+    uint8_t buf[4];
+    rig_init(&r);
+    CU_ASSERT_EQUAL(pci_host_assign_bars(&r.host, &err), 0);
+    uint64_t a4 = pci_dev_bar_addr(&r.dev, 4);
+    pci_config_write(&r.dev, PCI_COMMAND, 0, 2);
+    pci_config_write(&r.dev, PCI_BASE_ADDRESS_0 + 16, 0xd0000000, 4);
+    pci_config_write(&r.dev, PCI_INTERRUPT_LINE, 0x77, 1);
+    pci_host_reset(&r.host);
+    CU_ASSERT_EQUAL(pci_dev_bar_addr(&r.dev, 4), a4);
+    CU_ASSERT(pci_config_read(&r.dev, PCI_COMMAND, 2) & PCI_COMMAND_MEMORY);
+    CU_ASSERT_NOT_EQUAL(pci_config_read(&r.dev, PCI_INTERRUPT_LINE, 1), 0x77);
+    CU_ASSERT(kvm_bus_read(&r.mmio, a4, buf, 4));
+    CU_ASSERT_FALSE(kvm_bus_read(&r.mmio, 0xd0000000, buf, 4));
+    rig_free(&r);
+}
+
 static void test_cf8_and_ecam(void)
 {
     struct rig r;
@@ -199,6 +219,7 @@ void test_register(void)
     CU_add_test(s, "header", test_header);
     CU_add_test(s, "bar_sizing", test_bar_sizing);
     CU_add_test(s, "assign_and_move", test_assign_and_move);
+    CU_add_test(s, "reset", test_reset);
     CU_add_test(s, "cf8_and_ecam", test_cf8_and_ecam);
     CU_add_test(s, "caps_and_bad_bars", test_caps_and_bad_bars);
 }
