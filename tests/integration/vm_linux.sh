@@ -19,6 +19,8 @@ vm_require vm_linux
 BZ_SECONDS=15
 PVH_SECONDS=120
 dir=${SPINDLE_LINUX_DIR:-$BUILD/linux}
+# An ASan build (BUILD=build-asan) can share the kernel the plain build fetched.
+[ -z "${SPINDLE_LINUX_DIR:-}" ] && [ ! -s "$dir/vmlinux" ] && [ -s build/linux/vmlinux ] && dir=build/linux
 if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/vmlinux" ]; then
     if ! why=$("$(dirname "$0")/lib/fetch-linux.sh" "$dir" 2>&1); then
         skip vm_linux "no Debian kernel: $why"
