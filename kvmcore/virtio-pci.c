@@ -197,9 +197,14 @@ static void write_status(struct vpci *p, uint8_t val)
             }
         }
     }
+    bool raised = (now & NEEDS_RESET) && !(old & NEEDS_RESET);
+    /* Keep a NEEDS_RESET the device raised meanwhile (it does not take the lock). */
+    uint8_t cur = old;
+    while (!atomic_compare_exchange_weak(&p->status, &cur, (uint8_t)(now | (cur & NEEDS_RESET)))) {
+    }
+    now |= cur & NEEDS_RESET;
     vd->status = now;
-    atomic_store(&p->status, now);
-    if ((now & NEEDS_RESET) && !(old & NEEDS_RESET)) {
+    if (raised && !(cur & NEEDS_RESET)) {
         config_changed(vd);
     }
 }
