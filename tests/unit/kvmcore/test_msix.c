@@ -2,9 +2,12 @@
 #include "tests/unit/harness.h"
 
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "kvmcore/cpuid.h"
 #include "kvmcore/msix.h"
+#include "kvmcore/vcpu.h"
 
 #define NVEC 4
 #define PBA_OFF 0x800
@@ -210,6 +213,93 @@ static void test_with_kvm(void)
     kvm_vm_close(&vm);
 }
 
+/* Whether vector vec is in the local APIC's IRR. */
+static bool irr_has(struct vcpu *v, unsigned vec)
+{
+    struct kvm_lapic_state l;
+    uint32_t irr;
+    if (ioctl(v->fd, KVM_GET_LAPIC, &l) < 0) {
+        return false;
+    }
+    memcpy(&irr, &l.regs[0x200 + (vec / 32) * 0x10], 4);
+    return irr & (1u << (vec % 32));
+}
+
+static bool wait_irr(struct vcpu *v, unsigned vec)
+{
+    for (int i = 0; i < 200; i++) {
+        if (irr_has(v, vec)) {
+            return true;
+        }
+        usleep(1000);
+    }
+    return false;
+}
+
+/*
+ * End to end: an eventfd write becomes an MSI in vCPU 0's local APIC
+ * through the irqfd and the MSI route, and a message collected while
+ * masked arrives when the vector is unmasked.
+ */
+static void test_delivery(void)
+{
+    struct kvm_vm vm;
+    struct err err = { 0 };
+    struct pci_dev dev;
+    struct pci_msix x;
+    struct kvm_cpu_model model;
+    struct vcpu v;
+    struct vcpu_env env = { 0 };
+    if (!kvm_available()) {
+        test_skip("no usable /dev/kvm");
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(kvm_vm_open(&vm, &err), 0);
+    kvm_cpu_model_parse(&model, "host", &err);
+    struct kvm_cpuid2 *cpuid = kvm_cpuid_build(&vm, &model, 1, &err);
+    struct kvm_cpuid2 *c0 = kvm_cpuid_for_vcpu(cpuid, 0, 1);
+    env.vm = &vm;
+    CU_ASSERT_EQUAL_FATAL(vcpu_create(&v, &env, 0, c0, &err), 0);
+    /* Software-enable the local APIC (SVR bit 8), as a guest would. */
+    struct kvm_lapic_state l;
+    CU_ASSERT_EQUAL(ioctl(v.fd, KVM_GET_LAPIC, &l), 0);
+    uint32_t svr = 0x1ff;
+    memcpy(&l.regs[0xf0], &svr, 4);
+    CU_ASSERT_EQUAL(ioctl(v.fd, KVM_SET_LAPIC, &l), 0);
+
+    pci_dev_init(&dev, "msix-irr", 1, 2, 0xff0000, 1, 2, NULL, NULL);
+    CU_ASSERT_EQUAL_FATAL(pci_msix_init(&x, &dev, &vm, NVEC, 1, 0, PBA_OFF, 1, &err), 0);
+    int fd = eventfd(0, EFD_NONBLOCK);
+    pci_config_write(&dev, x.cap + 2, 0x8000, 2);
+    pci_msix_config_written(&x, x.cap + 2, 2);
+    pci_msix_table_write(&x, 16, 0xfee00000, 4);       /* vector 1: APIC 0, fixed */
+    pci_msix_table_write(&x, 24, 0x41, 4);             /* IDT vector 0x41 */
+    pci_msix_table_write(&x, 28, 0, 4);                /* unmasked */
+    pci_msix_bind(&x, 0, fd, 1);
+    CU_ASSERT_FALSE(irr_has(&v, 0x41));
+    uint64_t one = 1;
+    CU_ASSERT_EQUAL(write(fd, &one, 8), 8);
+    CU_ASSERT(wait_irr(&v, 0x41));
+
+    /* Masked: nothing arrives, the PBA shows it, unmasking delivers it. */
+    pci_msix_table_write(&x, 24, 0x42, 4);
+    pci_msix_table_write(&x, 28, 1, 4);
+    CU_ASSERT_EQUAL(write(fd, &one, 8), 8);
+    usleep(20000);
+    CU_ASSERT_FALSE(irr_has(&v, 0x42));
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&x, 0, 8), 2);
+    pci_msix_table_write(&x, 28, 0, 4);
+    CU_ASSERT(wait_irr(&v, 0x42));
+    CU_ASSERT_EQUAL(pci_msix_pba_read(&x, 0, 8), 0);
+
+    pci_msix_cleanup(&x);
+    close(fd);
+    vcpu_destroy(&v);
+    free(c0);
+    free(cpuid);
+    kvm_vm_close(&vm);
+}
+
 void test_register(void)
 {
     CU_pSuite s = CU_add_suite("msix", NULL, NULL);
@@ -219,4 +309,5 @@ void test_register(void)
     CU_add_test(s, "function_mask_and_enable", test_function_mask_and_enable);
     CU_add_test(s, "rebind_and_reset", test_rebind_and_reset);
     CU_add_test(s, "with_kvm", test_with_kvm);
+    CU_add_test(s, "delivery", test_delivery);
 }
