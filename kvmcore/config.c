@@ -1,286 +1,11 @@
 /* spindle-vm's command line; see config.h. */
 #include "kvmcore/config.h"
 
-#include "kvmcore/pc.h"
+#include <stdio.h>
+
 #include "kvmcore/ram.h"
 
-#define MAX_DEVICE_TYPES 32
-#define VBLK_MAX_QUEUES 1024
-#define VBLK_MAX_QUEUE_SIZE 1024
 #define MAX_SMP 254
-
-/* ---- The device registry ----------------------------------------------- */
-
-static const struct kvm_dev_type *device_types[MAX_DEVICE_TYPES];
-static unsigned nr_device_types;
-
-void kvm_dev_type_register(const struct kvm_dev_type *t)
-{
-    if (!kvm_dev_type_find(t->name) && nr_device_types < MAX_DEVICE_TYPES) {
-        device_types[nr_device_types++] = t;
-    }
-}
-
-static void register_builtin_types(void);
-
-const struct kvm_dev_type *kvm_dev_type_find(const char *name)
-{
-    register_builtin_types();
-    for (unsigned i = 0; i < nr_device_types; i++) {
-        if (!strcmp(device_types[i]->name, name)) {
-            return device_types[i];
-        }
-    }
-    return NULL;
-}
-
-/* ---- isa-debug-exit ---------------------------------------------------- */
-
-static int debug_exit_parse(struct kvm_opts *props, void **cfg, const char *what,
-                            struct err *err)
-{
-    struct kvm_debug_exit_cfg *c = xzalloc(sizeof(*c));
-    uint64_t base = KVM_DEBUG_EXIT_BASE, size = KVM_DEBUG_EXIT_SIZE;
-    if (kvm_opts_get_u64(props, "iobase", 0, 0xffff, &base, what, err) < 0 ||
-        kvm_opts_get_u64(props, "iosize", 1, 4, &size, what, err) < 0) {
-        free(c);
-        return -EINVAL;
-    }
-    if (base + size > 0x10000) {
-        err_set(err, "%s: iobase 0x%" PRIx64 " + iosize %" PRIu64 " passes the end of the I/O "
-                "space", what, base, size);
-        free(c);
-        return -EINVAL;
-    }
-    c->iobase = (uint16_t)base;
-    c->iosize = (uint16_t)size;
-    *cfg = c;
-    return 0;
-}
-
-/* Created by the machine itself (it owns the PC devices). */
-int kvm_machine_create_debug_exit(struct kvm_machine *m, struct kvm_device_cfg *dev,
-                                  struct err *err);
-
-static int debug_exit_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err)
-{
-    return kvm_machine_create_debug_exit(m, dev, err);
-}
-
-static const struct kvm_dev_type debug_exit_type = {
-    .name = "isa-debug-exit",
-    .parse = debug_exit_parse,
-    .create = debug_exit_create,
-    .free_cfg = free,
-};
-
-/* ---- virtio-blk-pci ---------------------------------------------------- */
-
-static void vblk_free(void *p)
-{
-    struct kvm_vblk_cfg *c = p;
-    if (!c) {
-        return;
-    }
-    free(c->id);
-    free(c->drive);
-    free(c->iothread);
-    free(c->serial);
-    json_decref(c->vq_mapping);
-    free(c);
-}
-
-/* "4", "0x4", "4.0" or "04.0": a slot on bus 0, function 0. */
-static int parse_pci_addr(const char *s, int *slot)
-{
-    char buf[32];
-    pstrcpy(buf, sizeof(buf), s);
-    char *dot = strchr(buf, '.');
-    if (dot) {
-        if (strcmp(dot + 1, "0")) {
-            return -EINVAL;
-        }
-        *dot = '\0';
-    }
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(buf, &end, 16);
-    if (errno || end == buf || *end || v < 1 || v > 31) {
-        return -EINVAL;
-    }
-    *slot = (int)v;
-    return 0;
-}
-
-static int vblk_check_mapping(json_t *map, const char *what, struct err *err)
-{
-    size_t i;
-    json_t *e;
-    if (!json_is_array(map) || json_array_size(map) == 0) {
-        err_set(err, "%s: iothread-vq-mapping must be a non-empty JSON list of "
-                "{\"iothread\": id, \"vqs\": [n, ...]}", what);
-        return -EINVAL;
-    }
-    json_array_foreach(map, i, e) {
-        json_t *io = json_object_get(e, "iothread");
-        json_t *vqs = json_object_get(e, "vqs");
-        if (!json_is_object(e) || !json_is_string(io) ||
-            (vqs && !json_is_array(vqs)) || json_object_size(e) != (vqs ? 2u : 1u)) {
-            err_set(err, "%s: iothread-vq-mapping entry %zu must be {\"iothread\": id[, "
-                    "\"vqs\": [n, ...]]}", what, i);
-            return -EINVAL;
-        }
-        size_t j;
-        json_t *v;
-        json_array_foreach(vqs, j, v) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0) {
-                err_set(err, "%s: iothread-vq-mapping entry %zu: vqs holds a bad queue number",
-                        what, i);
-                return -EINVAL;
-            }
-        }
-    }
-    return 0;
-}
-
-static int vblk_parse(struct kvm_opts *p, void **cfg, const char *what, struct err *err)
-{
-    struct kvm_vblk_cfg *c = xzalloc(sizeof(*c));
-    uint64_t nq = 0, qs = 256, lbs = 512, pbs = 512;
-    bool b;
-    const char *v;
-
-    c->pci_slot = -1;
-    c->write_cache = true;
-    c->discard = true;
-    c->write_zeroes = true;
-    if (!(v = kvm_opts_get(p, "drive"))) {
-        err_set(err, "%s: property 'drive' is required", what);
-        goto fail;
-    }
-    c->drive = xstrdup(v);
-    if ((v = kvm_opts_get(p, "id"))) {
-        c->id = xstrdup(v);
-    }
-    if ((v = kvm_opts_get(p, "iothread"))) {
-        c->iothread = xstrdup(v);
-    }
-    if ((v = kvm_opts_get(p, "serial"))) {
-        c->serial = xstrdup(v);
-    }
-    if ((v = kvm_opts_get(p, "iothread-vq-mapping"))) {
-        json_error_t jerr;
-        c->vq_mapping = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
-        if (!c->vq_mapping) {
-            err_set(err, "%s: iothread-vq-mapping is not valid JSON: %s", what, jerr.text);
-            goto fail;
-        }
-        if (vblk_check_mapping(c->vq_mapping, what, err) < 0) {
-            goto fail;
-        }
-        if (c->iothread) {
-            err_set(err, "%s: iothread and iothread-vq-mapping cannot both be given", what);
-            goto fail;
-        }
-    }
-    if ((v = kvm_opts_get(p, "addr")) && parse_pci_addr(v, &c->pci_slot) < 0) {
-        err_set(err, "%s: addr '%s' is not a PCI slot (1-31, function 0) on bus 0", what, v);
-        goto fail;
-    }
-    if ((v = kvm_opts_get(p, "bus")) && strcmp(v, "pcie.0") && strcmp(v, "pci.0")) {
-        err_set(err, "%s: bus '%s' does not exist (only pci.0 or pcie.0)", what, v);
-        goto fail;
-    }
-    if (kvm_opts_get_u64(p, "num-queues", 1, VBLK_MAX_QUEUES, &nq, what, err) < 0 ||
-        kvm_opts_get_u64(p, "queue-size", 2, VBLK_MAX_QUEUE_SIZE, &qs, what, err) < 0 ||
-        kvm_opts_get_size(p, "logical_block_size", &lbs, what, err) < 0 ||
-        kvm_opts_get_size(p, "physical_block_size", &pbs, what, err) < 0 ||
-        kvm_opts_get_bool(p, "write-cache", &c->write_cache, what, err) < 0 ||
-        kvm_opts_get_bool(p, "discard", &c->discard, what, err) < 0 ||
-        kvm_opts_get_bool(p, "write-zeroes", &c->write_zeroes, what, err) < 0) {
-        goto fail;
-    }
-    if (!is_power_of_2(qs)) {
-        err_set(err, "%s: queue-size %" PRIu64 " is not a power of 2", what, qs);
-        goto fail;
-    }
-    if (!is_power_of_2(lbs) || lbs < 512 || lbs > 32768 || !is_power_of_2(pbs) || pbs < lbs ||
-        pbs > 32768) {
-        err_set(err, "%s: block sizes must be powers of 2 from 512 to 32768, with "
-                "physical_block_size >= logical_block_size", what);
-        goto fail;
-    }
-    /* Properties QEMU has that change nothing here: accepted, checked, ignored. */
-    static const char *const bools[] = {
-        "disable-legacy", "disable-modern", "ioeventfd", "event_idx", "indirect_desc",
-        "config-wce", "request-merging", "seg-max-adjust", "packed", "x-enable-wce-if-config-wce",
-        "use-started", "iommu_platform", "ats", "rombar", "multifunction",
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(bools); i++) {
-        if (kvm_opts_get_bool(p, bools[i], &b, what, err) < 0) {
-            goto fail;
-        }
-    }
-    if ((v = kvm_opts_get(p, "disable-legacy")) && !strcmp(v, "off")) {
-        err_set(err, "%s: only the modern virtio-pci interface exists here (disable-legacy=on)",
-                what);
-        goto fail;
-    }
-    uint64_t ignored;
-    if (kvm_opts_get_u64(p, "vectors", 0, 2048, &ignored, what, err) < 0 ||
-        kvm_opts_get_u64(p, "bootindex", 0, 0xffff, &ignored, what, err) < 0 ||
-        kvm_opts_get_u64(p, "max-discard-sectors", 0, UINT32_MAX, &ignored, what, err) < 0 ||
-        kvm_opts_get_u64(p, "max-write-zeroes-sectors", 0, UINT32_MAX, &ignored, what, err) < 0) {
-        goto fail;
-    }
-    if ((v = kvm_opts_get(p, "romfile")) && *v) {
-        err_set(err, "%s: option ROMs are not supported (romfile=)", what);
-        goto fail;
-    }
-    c->num_queues = (unsigned)nq;
-    c->queue_size = (unsigned)qs;
-    c->logical_block_size = (uint32_t)lbs;
-    c->physical_block_size = (uint32_t)pbs;
-    *cfg = c;
-    return 0;
-fail:
-    vblk_free(c);
-    return -EINVAL;
-}
-
-static int vblk_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err)
-{
-    /*
-     * The integration point: with the block layer in, this opens the
-     * backend for cfg->drive, builds dataplane/virtio-blk over it and puts
-     * it on a virtio-pci transport (vpci_create) in the machine.
-     */
-    err_set(err, "-device virtio-blk-pci: this build has no block layer yet, so the "
-            "device cannot be created");
-    return -ENOTSUP;
-}
-
-static const struct kvm_dev_type vblk_type = {
-    .name = "virtio-blk-pci",
-    .parse = vblk_parse,
-    .create = vblk_create,
-    .free_cfg = vblk_free,
-};
-
-const struct kvm_vblk_cfg *kvm_device_vblk_cfg(const struct kvm_device_cfg *d)
-{
-    return d->type == &vblk_type ? d->cfg : NULL;
-}
-
-static void register_builtin_types(void)
-{
-    static bool done;
-    if (!done) {
-        done = true;
-        kvm_dev_type_register(&debug_exit_type);
-        kvm_dev_type_register(&vblk_type);
-    }
-}
 
 /* ---- Options ----------------------------------------------------------- */
 
@@ -419,6 +144,16 @@ static int parse_serial(struct kvm_config *c, const char *arg, struct err *err)
     return 0;
 }
 
+bool kvm_config_has_iothread(const struct kvm_config *c, const char *id)
+{
+    for (unsigned i = 0; i < c->nr_iothreads; i++) {
+        if (!strcmp(c->iothreads[i].id, id)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int parse_object(struct kvm_config *c, const char *arg, struct err *err)
 {
     struct kvm_opts o;
@@ -465,8 +200,7 @@ out:
     return ret;
 }
 
-/* Whether a -drive id or -blockdev node-name is taken. */
-static bool block_name_taken(const struct kvm_config *c, const char *name)
+bool kvm_config_has_block(const struct kvm_config *c, const char *name)
 {
     for (unsigned i = 0; i < c->nr_drives; i++) {
         if (c->drives[i].id && !strcmp(c->drives[i].id, name)) {
@@ -516,7 +250,7 @@ static int parse_blockdev(struct kvm_config *c, const char *arg, struct err *err
         json_decref(j);
         return -EINVAL;
     }
-    if (block_name_taken(c, node)) {
+    if (kvm_config_has_block(c, node)) {
         err_set(err, "-blockdev: node-name '%s' is already in use", node);
         json_decref(j);
         return -EINVAL;
@@ -637,7 +371,7 @@ static int parse_drive(struct kvm_config *c, const char *arg, struct err *err)
     if (!d.id) {
         d.id = xasprintf("virtio%u", c->nr_drives);
     }
-    if (block_name_taken(c, d.id)) {
+    if (kvm_config_has_block(c, d.id)) {
         err_set(err, "-drive: id '%s' is already in use", d.id);
         goto fail;
     }
@@ -719,7 +453,7 @@ static int add_device(struct kvm_config *c, struct kvm_opts *o, struct err *err)
     const struct kvm_dev_type *t = kvm_dev_type_find(driver);
     if (!t) {
         err_set(err, "-device: '%s' is not a device spindle-vm has (isa-debug-exit, "
-                "virtio-blk-pci)", driver);
+                "virtio-blk-pci, virtio-scsi-pci, scsi-hd)", driver);
         return -EINVAL;
     }
     snprintf(what, sizeof(what), "-device %s", driver);
@@ -752,7 +486,8 @@ static int parse_device(struct kvm_config *c, const char *arg, struct err *err)
     struct kvm_opts o;
     int ret;
     if (!strcmp(arg, "help") || !strcmp(arg, "?")) {
-        err_set(err, "-device: available devices: isa-debug-exit, virtio-blk-pci");
+        err_set(err, "-device: available devices: isa-debug-exit, virtio-blk-pci, "
+                "virtio-scsi-pci, scsi-hd");
         return -EINVAL;
     }
     if (arg[0] == '{') {
@@ -789,96 +524,15 @@ static int add_vblk_for_drive(struct kvm_config *c, const char *drive_id, struct
     return ret;
 }
 
-/* Cross references, once everything is read. */
+/* Cross references, once everything is read: each device checks its own. */
 static int check_references(struct kvm_config *c, struct err *err)
 {
     for (unsigned i = 0; i < c->nr_devices; i++) {
-        const struct kvm_vblk_cfg *v = kvm_device_vblk_cfg(&c->devices[i]);
-        if (!v) {
-            continue;
-        }
-        if (!block_name_taken(c, v->drive)) {
-            err_set(err, "-device virtio-blk-pci: drive '%s' is neither a -drive id nor a "
-                    "-blockdev node-name", v->drive);
-            return -EINVAL;
-        }
-        for (unsigned j = 0; j < i; j++) {
-            const struct kvm_vblk_cfg *w = kvm_device_vblk_cfg(&c->devices[j]);
-            if (w && !strcmp(w->drive, v->drive)) {
-                err_set(err, "-device virtio-blk-pci: drive '%s' is already used by another "
-                        "device", v->drive);
-                return -EINVAL;
-            }
-        }
-        const char *io = v->iothread;
-        bool found = !io;
-        for (unsigned j = 0; io && j < c->nr_iothreads; j++) {
-            found |= !strcmp(c->iothreads[j].id, io);
-        }
-        if (!found) {
-            err_set(err, "-device virtio-blk-pci: iothread '%s' is not an -object iothread", io);
-            return -EINVAL;
-        }
-        if (v->vq_mapping) {
-            size_t k;
-            json_t *e;
-            unsigned nq = v->num_queues ? v->num_queues : c->smp;
-            uint8_t *seen = xzalloc(nq);
-            bool with_vqs = false, without = false;
-            int ret = 0;
-            json_array_foreach(v->vq_mapping, k, e) {
-                const char *id = json_string_value(json_object_get(e, "iothread"));
-                bool ok = false;
-                for (unsigned j = 0; j < c->nr_iothreads; j++) {
-                    ok |= !strcmp(c->iothreads[j].id, id);
-                }
-                if (!ok) {
-                    err_set(err, "-device virtio-blk-pci: iothread-vq-mapping names iothread "
-                            "'%s', which is not an -object iothread", id);
-                    ret = -EINVAL;
-                    break;
-                }
-                json_t *vqs = json_object_get(e, "vqs");
-                if (!vqs) {
-                    without = true;
-                    continue;
-                }
-                with_vqs = true;
-                size_t x;
-                json_t *q;
-                json_array_foreach(vqs, x, q) {
-                    json_int_t n = json_integer_value(q);
-                    if (n >= (json_int_t)nq) {
-                        err_set(err, "-device virtio-blk-pci: iothread-vq-mapping names "
-                                "queue %" JSON_INTEGER_FORMAT " of a device with %u queues",
-                                n, nq);
-                        ret = -EINVAL;
-                        break;
-                    }
-                    if (seen[n]++) {
-                        err_set(err, "-device virtio-blk-pci: iothread-vq-mapping assigns "
-                                "queue %" JSON_INTEGER_FORMAT " twice", n);
-                        ret = -EINVAL;
-                        break;
-                    }
-                }
-                if (ret < 0) {
-                    break;
-                }
-            }
-            if (ret == 0 && with_vqs && without) {
-                err_set(err, "-device virtio-blk-pci: iothread-vq-mapping must give vqs in "
-                        "every entry or in none");
-                ret = -EINVAL;
-            }
-            for (unsigned q = 0; ret == 0 && with_vqs && q < nq; q++) {
-                if (!seen[q]) {
-                    err_set(err, "-device virtio-blk-pci: iothread-vq-mapping leaves queue %u "
-                            "without an iothread", q);
-                    ret = -EINVAL;
-                }
-            }
-            free(seen);
+        struct kvm_device_cfg *d = &c->devices[i];
+        if (d->type->check) {
+            char what[128];
+            snprintf(what, sizeof(what), "-device %s", d->type->name);
+            int ret = d->type->check(c, d, what, err);
             if (ret < 0) {
                 return ret;
             }
@@ -921,6 +575,8 @@ void kvm_config_usage(FILE *out, const char *prog)
             "  -device isa-debug-exit[,iobase=0x501,iosize=2]\n"
             "  -device virtio-blk-pci,drive=ID[,iothread=ID,num-queues=N,queue-size=N,\n"
             "          iothread-vq-mapping=JSON,id=ID,addr=SLOT]\n"
+            "  -device virtio-scsi-pci,id=ID[,iothread=ID,num_queues=N,virtqueue_size=N]\n"
+            "  -device scsi-hd,drive=ID[,bus=ID.0,scsi-id=N,lun=N]\n"
             "  -blockdev driver=...,node-name=...[,...] | -blockdev '{JSON}'\n"
             "  -drive if=none|virtio,id=ID,file=PATH[,format=,cache=,aio=,readonly=on]\n"
             "Exit status: the guest's through isa-debug-exit ((v << 1) | 1), 0 on reset with\n"

@@ -71,18 +71,42 @@ struct kvm_debug_exit_cfg {
     uint16_t iobase, iosize;
 };
 
+/* -device virtio-scsi-pci */
+struct kvm_vscsi_cfg {
+    char *id;
+    char *iothread;
+    unsigned num_queues;      /* request queues; 0: one per vCPU */
+    unsigned queue_size;
+    unsigned cmd_per_lun, max_sectors;
+    int pci_slot;
+};
+
+/* -device scsi-hd */
+struct kvm_scsi_hd_cfg {
+    char *drive;
+    char *bus;                /* the controller's id (from "ID.0"), NULL: the only one */
+    int controller;           /* index in kvm_config.devices, after the checks */
+    unsigned scsi_id, lun;
+    char *serial;
+    uint32_t logical_block_size, physical_block_size;
+};
+
+struct kvm_config;
 struct kvm_device_cfg;
 struct kvm_machine;
 
 /*
  * A -device driver.  parse() reads and checks its properties (every key
  * it understands through kvm_opts_get*, so the rest are refused as
- * unknown) into *cfg; create() builds it on a machine; free_cfg() drops
- * the parsed form.  Test binaries register test doubles the same way.
+ * unknown) into *cfg; check() looks at the rest of the line; create()
+ * builds it on a machine; free_cfg() drops the parsed form.  Test binaries register test doubles the same way.
  */
 struct kvm_dev_type {
     const char *name;
     int (*parse)(struct kvm_opts *props, void **cfg, const char *what, struct err *err);
+    /* Cross references once the whole line is read (drives, iothreads, buses). Optional. */
+    int (*check)(const struct kvm_config *c, struct kvm_device_cfg *dev, const char *what,
+                 struct err *err);
     int (*create)(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err);
     void (*free_cfg)(void *cfg);
 };
@@ -123,7 +147,15 @@ int kvm_config_parse(struct kvm_config *c, int argc, char **argv, struct err *er
 void kvm_config_free(struct kvm_config *c);
 void kvm_config_usage(FILE *out, const char *prog);
 
-/* The virtio-blk-pci driver's parsed form, for the block layer's integration. */
+/* The storage devices' parsed forms (NULL for other drivers), for the block layer. */
 const struct kvm_vblk_cfg *kvm_device_vblk_cfg(const struct kvm_device_cfg *d);
+const struct kvm_vscsi_cfg *kvm_device_vscsi_cfg(const struct kvm_device_cfg *d);
+const struct kvm_scsi_hd_cfg *kvm_device_scsi_hd_cfg(const struct kvm_device_cfg *d);
+
+/* Lookups for check(): a -drive id or -blockdev node-name, an iothread id. */
+bool kvm_config_has_block(const struct kvm_config *c, const char *name);
+bool kvm_config_has_iothread(const struct kvm_config *c, const char *id);
+/* How many devices use drive. */
+unsigned kvm_config_drive_users(const struct kvm_config *c, const char *drive);
 
 #endif

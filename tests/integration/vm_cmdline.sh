@@ -44,6 +44,10 @@ refuse "-smp: property 'cpus' must be between 1 and 254, not 1000" "${k[@]}" -sm
 # The storage options parse, but the device needs the block layer (the integration point).
 refuse "-device virtio-blk-pci: this build has no block layer yet" "${k[@]}" \
     -drive if=none,id=d0,file=/dev/null,format=raw -device virtio-blk-pci,drive=d0,num-queues=2
+refuse "-device virtio-scsi-pci: this build has no block layer and SCSI target yet" "${k[@]}" \
+    -drive if=none,id=d0,file=/dev/null -device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=d0,bus=scsi0.0
+refuse "-device scsi-hd: bus 'scsi9.0' is not the bus of a -device virtio-scsi-pci,id=scsi9" "${k[@]}" \
+    -drive if=none,id=d0,file=/dev/null -device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=d0,bus=scsi9.0
 
 # -help and -version exit 0.
 vm_run "$tmp/help" 10 "$VM" -help

@@ -103,6 +103,10 @@ static void test_accepted(void)
              "-device virtio-blk-pci,drive=n,iothread-vq-mapping='[{\"iothread\":\"io\"}]' "
              "-object iothread,id=io");
     accepted("-kernel k -serial file:/tmp/x -mem-path /dev/hugepages -mem-prealloc");
+    accepted("-kernel k -object iothread,id=io0 -device virtio-scsi-pci,id=scsi0,iothread=io0,"
+             "num_queues=4,virtqueue_size=256 -drive if=none,id=d0,file=a "
+             "-drive if=none,id=d1,file=b -device scsi-hd,drive=d0,bus=scsi0.0,scsi-id=0,lun=0 "
+             "-device scsi-hd,drive=d1,lun=1");
 }
 
 static void test_refused(void)
@@ -172,6 +176,21 @@ static void test_refused(void)
     refused("-kernel k -blockdev driver=raw,node-name=a,file=x,file.filename=y", "conflicts");
     refused("-kernel k -device isa-debug-exit,iobase=1,iobase=2", "given twice");
     refused("-kernel k -qmp unix:/tmp/q,server", "not in spindle-vm yet");
+    refused("-kernel k -drive if=none,id=d0,file=a -device scsi-hd,drive=d0",
+            "there is no virtio-scsi-pci");
+    refused("-kernel k -device virtio-scsi-pci,id=s0 -device virtio-scsi-pci,id=s1 "
+            "-drive if=none,id=d0,file=a -device scsi-hd,drive=d0", "more than one");
+    refused("-kernel k -device virtio-scsi-pci,id=s0 -drive if=none,id=d0,file=a "
+            "-device scsi-hd,drive=d0,bus=s1.0", "bus 's1.0' is not the bus");
+    refused("-kernel k -device virtio-scsi-pci,id=s0 -drive if=none,id=d0,file=a "
+            "-drive if=none,id=d1,file=b -device scsi-hd,drive=d0 -device scsi-hd,drive=d1",
+            "scsi-id 0 lun 0 is already taken");
+    refused("-kernel k -device virtio-scsi-pci,id=s0 -drive if=none,id=d0,file=a "
+            "-device scsi-hd,drive=d0 -device virtio-blk-pci,drive=d0", "already used by another");
+    refused("-kernel k -device virtio-scsi-pci,virtqueue_size=100", "not a power of 2");
+    refused("-kernel k -device virtio-scsi-pci,num-queues=2", "unknown property 'num-queues'");
+    refused("-kernel k -device virtio-scsi-pci -drive if=none,id=d0,file=a "
+            "-device scsi-hd,drive=d0,lun=20000", "between 0 and 16383");
 }
 
 static void test_mem_size(void)
