@@ -315,12 +315,22 @@ static bool vcpus_running(struct kvm_machine *m)
  * Stop every vCPU.  The main loop keeps running meanwhile: a vCPU may be
  * inside a device callback that waits for it (a virtio reset).
  */
-static void stop_vcpus(struct kvm_machine *m)
+static void rekick(void *opaque)
 {
+    struct kvm_machine *m = opaque;
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
         vcpu_kick_stop(&m->vcpus[i]);
     }
+    /* Again soon: without KVM_CAP_IMMEDIATE_EXIT a kick can come too early. */
+    aio_timer_mod(&m->rekick_timer, clock_ns() + 10 * 1000 * 1000);
+}
+
+static void stop_vcpus(struct kvm_machine *m)
+{
+    aio_timer_init(&m->rekick_timer, aio_main_context(), rekick, m);
+    rekick(m);
     AIO_WAIT_WHILE(vcpus_running(m));
+    aio_timer_del(&m->rekick_timer);
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
         vcpu_join(&m->vcpus[i]);
     }

@@ -87,11 +87,12 @@ static void transmit(struct kvm_serial *s, uint8_t c)
     }
     s->tx_bytes++;
     if (s->out_fd >= 0) {
-        ssize_t n;
-        do {
-            n = write(s->out_fd, &c, 1);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0 && errno != EAGAIN) {
+        /*
+         * No retry on EINTR: the only signal a vCPU gets is its stop kick,
+         * and a reader that stopped reading must not keep the VM from ending.
+         */
+        ssize_t n = write(s->out_fd, &c, 1);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
             log_debug("serial: cannot write output: %s", strerror(errno));
         }
     }
