@@ -82,18 +82,22 @@ $(LIB): $(LIB_OBJS)
 	@$(if $(filter 0,$(V)),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# Drivers register themselves from constructors, so every object of the
+# library must be linked even if nothing names it.
+LINK_LIB := -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive
+
 # A program is every .c in its folder, linked against the library.
 define prog_rule
 $(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/$(1)/*.c)) $(LIB)
 	@$$(if $$(filter 0,$$(V)),echo "  LD      $$@")
-	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $$(LINK_LIB) $$(LDLIBS)
 endef
 $(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HARNESS) $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(filter 0,$(V)),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CUNIT_LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_LIB) $(LDLIBS) $(CUNIT_LIBS)
 
 # The freestanding test guest has its own flags; see tests/guest/blkbench.
 -include tests/guest/guest.mk

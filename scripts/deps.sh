@@ -8,7 +8,7 @@ packages=(
     liburing-dev libaio-dev zlib1g-dev libzstd-dev libssl-dev libjansson-dev
     libcunit1-dev
     qemu-utils qemu-system-x86
-    valgrind
+    valgrind fio
 )
 
 missing=()

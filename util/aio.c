@@ -88,6 +88,9 @@ struct aio_context {
     int64_t poll_ns, poll_max_ns, poll_grow, poll_shrink;
 
     struct list_node flushes;
+
+    void *slots[AIO_SLOT_NR];
+    void (*slot_free[AIO_SLOT_NR])(void *data);
 };
 
 static THREAD_LOCAL struct aio_context *current_ctx;
@@ -166,6 +169,13 @@ void aio_context_free(struct aio_context *ctx)
     /* Run what is still queued so oneshot BHs free their memory. */
     while (aio_poll(ctx, false)) {
     }
+    for (int i = 0; i < AIO_SLOT_NR; i++) {
+        if (ctx->slots[i] && ctx->slot_free[i]) {
+            ctx->slot_free[i](ctx->slots[i]);
+        }
+    }
+    while (aio_poll(ctx, false)) {
+    }
     struct aio_poller *p, *tmp;
     list_for_each_safe(p, tmp, &ctx->pollers, link) {
         list_del(&p->link);
@@ -225,6 +235,18 @@ void aio_notify(struct aio_context *ctx)
     }
 }
 
+void *aio_get_slot(struct aio_context *ctx, enum aio_slot slot)
+{
+    return ctx->slots[slot];
+}
+
+void aio_set_slot(struct aio_context *ctx, enum aio_slot slot, void *data,
+                  void (*free_fn)(void *data))
+{
+    ctx->slots[slot] = data;
+    ctx->slot_free[slot] = free_fn;
+}
+
 /* ---- io_uring ---------------------------------------------------------- */
 
 struct io_uring_sqe *aio_get_sqe(struct aio_context *ctx)
@@ -270,6 +292,12 @@ static bool reap_cqes(struct aio_context *ctx)
         }
         if (c) {
             c->cb(c, res, flags);
+            /*
+             * A completion usually starts the next request: send it now.
+             * Holding it for a batch measurably lowers throughput at depth
+             * (the device idles while the rest of the batch is handled).
+             */
+            aio_submit(ctx);
         }
         progress = true;
     }

@@ -159,6 +159,22 @@ struct aio_flush {
 void aio_flush_init(struct aio_flush *f, void (*cb)(struct aio_flush *f));
 void aio_queue_flush(struct aio_context *ctx, struct aio_flush *f);
 
+/* ---- Per-context state of other modules -------------------------------- */
+
+/*
+ * Engines that need state per thread (a libaio context and its eventfd)
+ * keep it in a slot of the thread's context; free runs when the context
+ * is freed.
+ */
+enum aio_slot {
+    AIO_SLOT_LINUX_AIO,
+    AIO_SLOT_NR,
+};
+
+void *aio_get_slot(struct aio_context *ctx, enum aio_slot slot);
+void aio_set_slot(struct aio_context *ctx, enum aio_slot slot, void *data,
+                  void (*free_fn)(void *data));
+
 /* ---- Coroutines -------------------------------------------------------- */
 
 /* Enter co on ctx from its loop.  Any thread. */

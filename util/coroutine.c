@@ -91,11 +91,28 @@ static struct co_thread *this_thread(void)
     return t;
 }
 
+static void co_free_stack(struct coroutine *co);
+
 static void NORETURN co_bug(const char *what)
 {
     /* A broken invariant of the runtime itself, never bad input. */
     fprintf(stderr, "spindle: coroutine bug: %s\n", what);
     abort();
+}
+
+void co_thread_exit(void)
+{
+    struct co_thread *t = &co_thread;
+    if (!t->init) {
+        return;
+    }
+    /* The spare coroutines of a thread that ends would be lost with its TLS. */
+    while (!list_empty(&t->pool)) {
+        struct coroutine *co = list_entry(t->pool.next, struct coroutine, link);
+        list_del(&co->link);
+        co_free_stack(co);
+    }
+    t->pool_size = 0;
 }
 
 uint64_t co_stat_stacks_allocated(void)
@@ -458,6 +475,22 @@ void coroutine_fn co_queue_wait_co_mutex(struct co_queue *q, struct co_mutex *m)
     co_mutex_lock(m);
 }
 
+/*
+ * Wake without entering on this stack: the caller still holds the lock the
+ * woken coroutine takes again, so it must run only after the caller is done.
+ */
+static void co_wake_deferred(struct coroutine *co)
+{
+    if (co->ctx == aio_context_current() && !co_self()) {
+        if (atomic_exchange(&co->scheduled, true)) {
+            co_bug("a coroutine was woken twice before it ran");
+        }
+        aio_co_schedule(co->ctx, co);
+        return;
+    }
+    co_wake(co);
+}
+
 bool co_queue_next(struct co_queue *q)
 {
     if (list_empty(&q->waiters)) {
@@ -465,7 +498,7 @@ bool co_queue_next(struct co_queue *q)
     }
     struct coroutine *co = list_entry(q->waiters.next, struct coroutine, link);
     list_del(&co->link);
-    co_wake(co);
+    co_wake_deferred(co);
     return true;
 }
 

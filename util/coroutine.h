@@ -76,6 +76,9 @@ void co_set_sched_next(struct coroutine *co, struct coroutine *next);
 /* Internal: called by the home context when a scheduled coroutine is due. */
 void co_enter_scheduled(struct coroutine *co);
 
+/* Free this thread's spare coroutines; threads that ran coroutines call it last. */
+void co_thread_exit(void);
+
 /* Statistics for tests: coroutines created by new stack allocation. */
 uint64_t co_stat_stacks_allocated(void);
 
@@ -98,7 +101,12 @@ void coroutine_fn co_queue_wait(struct co_queue *q, pthread_mutex_t *lock);
 struct co_mutex;
 void coroutine_fn co_queue_wait_co_mutex(struct co_queue *q, struct co_mutex *m);
 
-/* Wake the first waiter; false if there was none.  Caller holds the lock. */
+/*
+ * Wake the first waiter; false if there was none.  Caller holds the lock.
+ * The woken coroutine runs after the caller: when the calling coroutine
+ * yields, or (called outside a coroutine) from the event loop, never on the
+ * caller's stack while it still holds the lock.
+ */
 bool co_queue_next(struct co_queue *q);
 /* Wake every waiter.  Caller holds the lock. */
 void co_queue_restart_all(struct co_queue *q);

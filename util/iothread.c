@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "util/coroutine.h"
 #include "util/list.h"
 #include "util/log.h"
 
@@ -47,6 +48,7 @@ static void *iothread_main(void *opaque)
         aio_poll(t->ctx, true);
     }
     aio_context_free(t->ctx);
+    co_thread_exit();
     return NULL;
 }
 

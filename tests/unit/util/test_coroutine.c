@@ -126,8 +126,12 @@ static void test_queue_order(void)
     }
     CU_ASSERT_EQUAL(t.n, 0);
     CU_ASSERT_TRUE(co_queue_next(&t.q));
+    /* Woken from outside a coroutine: it runs from the loop, not on our stack. */
+    CU_ASSERT_EQUAL(t.n, 0);
+    aio_poll(aio_main_context(), false);
     CU_ASSERT_EQUAL(t.n, 1);
     co_queue_restart_all(&t.q);
+    aio_poll(aio_main_context(), false);
     CU_ASSERT_EQUAL(t.n, 4);
     for (int i = 0; i < 4; i++) {
         CU_ASSERT_EQUAL(t.order[i], i);

@@ -1,0 +1,172 @@
+/* spindle-img create */
+#include "img.h"
+
+#include "block/driver.h"
+#include "util/opts.h"
+
+static void print_create_help(const char *fmt)
+{
+    const struct block_driver *drv = bdrv_find_driver(fmt);
+    if (!drv) {
+        img_error("Unknown file format '%s'", fmt);
+        return;
+    }
+    printf("Supported %s options:\n", fmt);
+    for (int i = 0; drv->create_option_help && drv->create_option_help[i]; i += 2) {
+        printf("  %-22s - %s\n", drv->create_option_help[i], drv->create_option_help[i + 1]);
+    }
+    printf("\nThe protocol level may support further options.\n"
+           "Specify the target filename to include those options.\n");
+}
+
+/* "fmt=raw size=N key=val ..." as qemu-img prints it. */
+static void print_formatting(const char *filename, const char *fmt, json_t *opts)
+{
+    const char *key;
+    json_t *val;
+    printf("Formatting '%s', fmt=%s", filename, fmt);
+    json_t *size = json_object_get(opts, "size");
+    if (size) {
+        printf(" size=%" JSON_INTEGER_FORMAT, json_integer_value(size));
+    }
+    json_object_foreach(opts, key, val) {
+        if (!strcmp(key, "size") || !strcmp(key, "filename")) {
+            continue;
+        }
+        if (json_is_string(val)) {
+            printf(" %s=%s", key, json_string_value(val));
+        } else {
+            char *s = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
+            printf(" %s=%s", key, s);
+            free(s);
+        }
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+int img_create(int argc, char **argv)
+{
+    static const struct option long_opts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, 'X' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *fmt = "raw", *backing = NULL, *backing_fmt = NULL;
+    char *options = NULL;
+    bool quiet = false, unsafe = false;
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":b:F:f:ho:qu", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'b':
+            backing = optarg;
+            break;
+        case 'F':
+            backing_fmt = optarg;
+            break;
+        case 'o': {
+            /* Several -o accumulate, as in qemu-img. */
+            char *joined = options ? xasprintf("%s,%s", options, optarg) : xstrdup(optarg);
+            free(options);
+            options = joined;
+            break;
+        }
+        case 'q':
+            quiet = true;
+            break;
+        case 'u':
+            unsafe = true;
+            break;
+        case 'X':
+            img_error("--object is not supported by spindle-img create");
+            free(options);
+            return 1;
+        case 'h':
+            printf("usage: spindle-img create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] "
+                   "[-u] [-o options] filename [size]\n");
+            free(options);
+            return 0;
+        case ':':
+            img_error("option requires an argument -- '%c'", optopt);
+            free(options);
+            return 1;
+        default:
+            img_error("invalid option -- '%c'", optopt);
+            free(options);
+            return 1;
+        }
+    }
+    if (options && !strcmp(options, "help")) {
+        print_create_help(fmt);
+        free(options);
+        return 0;
+    }
+    if (optind >= argc) {
+        img_error("Expecting image file name");
+        free(options);
+        return 1;
+    }
+    const char *filename = argv[optind++];
+    struct err err = { 0 };
+    json_t *opts = options ? opts_parse(options, NULL, &err) : json_object();
+    free(options);
+    if (!opts) {
+        img_error("%s", err.msg);
+        return 1;
+    }
+    int ret = 1;
+    if (optind < argc) {
+        int64_t size;
+        if (img_parse_size(argv[optind++], &size) < 0) {
+            img_error("Invalid image size specified. You may use k, M, G, T, P or E suffixes "
+                      "for");
+            img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+            goto out;
+        }
+        json_object_set_new(opts, "size", json_integer(size));
+    } else if (json_object_get(opts, "size")) {
+        uint64_t size;
+        if (opts_get_size(opts, "size", &size, &err) < 0) {
+            img_error("%s", err.msg);
+            goto out;
+        }
+        json_object_set_new(opts, "size", json_integer((json_int_t)size));
+    }
+    if (optind < argc) {
+        img_error("Unexpected argument: %s", argv[optind]);
+        goto out;
+    }
+    if (!bdrv_find_driver(fmt)) {
+        img_error("%s: Unknown file format '%s'", filename, fmt);
+        goto out;
+    }
+    if (backing) {
+        json_object_set_new(opts, "backing_file", json_string(backing));
+    }
+    if (backing_fmt) {
+        json_object_set_new(opts, "backing_fmt", json_string(backing_fmt));
+    }
+    if (unsafe) {
+        json_object_set_new(opts, "x-unsafe-backing", json_true());
+    }
+    if (!json_object_get(opts, "size") && !backing) {
+        img_error("Image creation needs a size parameter");
+        goto out;
+    }
+    if (!quiet) {
+        print_formatting(filename, fmt, opts);
+    }
+    json_object_set_new(opts, "filename", json_string(filename));
+    if (bdrv_create(fmt, opts, &err) < 0) {
+        img_error("%s: %s", filename, err.msg);
+        goto out;
+    }
+    ret = 0;
+out:
+    json_decref(opts);
+    return ret;
+}
