@@ -116,6 +116,7 @@ static int parse_pci_addr(const char *s, int *slot)
     return 0;
 }
 
+/* Check the mapping's shape; queue numbers given as text (dotted keys) become integers. */
 static int vblk_check_mapping_shape(json_t *map, const char *what, struct err *err)
 {
     size_t i;
@@ -137,6 +138,11 @@ static int vblk_check_mapping_shape(json_t *map, const char *what, struct err *e
         size_t j;
         json_t *v;
         json_array_foreach(vqs, j, v) {
+            uint64_t n;
+            if (json_is_string(v) && kvm_parse_u64(json_string_value(v), &n) == 0 && n < 65536) {
+                json_array_set_new(vqs, j, json_integer((json_int_t)n));
+                v = json_array_get(vqs, j);
+            }
             if (!json_is_integer(v) || json_integer_value(v) < 0) {
                 err_set(err, "%s: iothread-vq-mapping entry %zu: vqs holds a bad queue number",
                         what, i);
@@ -172,12 +178,18 @@ static int vblk_parse(struct kvm_opts *p, void **cfg, const char *what, struct e
     if ((v = kvm_opts_get(p, "serial"))) {
         c->serial = xstrdup(v);
     }
-    if ((v = kvm_opts_get(p, "iothread-vq-mapping"))) {
-        json_error_t jerr;
-        c->vq_mapping = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
-        if (!c->vq_mapping) {
-            err_set(err, "%s: iothread-vq-mapping is not valid JSON: %s", what, jerr.text);
-            goto fail;
+    /* A JSON list (JSON -device, or dotted keys ...mapping.0.iothread=), or its text. */
+    json_t *map = kvm_opts_get_json(p, "iothread-vq-mapping");
+    if (map) {
+        if (json_is_string(map)) {
+            json_error_t jerr;
+            c->vq_mapping = json_loads(json_string_value(map), JSON_REJECT_DUPLICATES, &jerr);
+            if (!c->vq_mapping) {
+                err_set(err, "%s: iothread-vq-mapping is not valid JSON: %s", what, jerr.text);
+                goto fail;
+            }
+        } else {
+            c->vq_mapping = json_deep_copy(map);
         }
         if (vblk_check_mapping_shape(c->vq_mapping, what, err) < 0) {
             goto fail;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "kvmcore/ram.h"
+#include "util/opts.h"
 
 #define MAX_SMP 254
 
@@ -217,26 +218,11 @@ bool kvm_config_has_block(const struct kvm_config *c, const char *name)
 
 static int parse_blockdev(struct kvm_config *c, const char *arg, struct err *err)
 {
-    json_t *j;
-    if (arg[0] == '{') {
-        json_error_t jerr;
-        j = json_loads(arg, JSON_REJECT_DUPLICATES, &jerr);
-        if (!j || !json_is_object(j)) {
-            err_set(err, "-blockdev: not a JSON object: %s", j ? "" : jerr.text);
-            json_decref(j);
-            return -EINVAL;
-        }
-    } else {
-        struct kvm_opts o;
-        int ret = kvm_opts_parse(&o, arg, NULL, "-blockdev", err);
-        if (ret < 0) {
-            return ret;
-        }
-        j = kvm_opts_to_json(&o, "-blockdev", err);
-        kvm_opts_free(&o);
-        if (!j) {
-            return -EINVAL;
-        }
+    /* The block layer's own form: key=val with dotted keys, or JSON. */
+    json_t *j = opts_parse(arg, NULL, err);
+    if (!j) {
+        err_prepend(err, "-blockdev: ");
+        return -EINVAL;
     }
     const char *driver = json_string_value(json_object_get(j, "driver"));
     const char *node = json_string_value(json_object_get(j, "node-name"));
@@ -308,11 +294,45 @@ static char *dup_checked(struct kvm_opts *o, const char *key, const char *const 
 
 static int add_vblk_for_drive(struct kvm_config *c, const char *drive_id, struct err *err);
 
+/*
+ * -drive's file=NAME sits beside file.locking=off and the like (QEMU's
+ * legacy); in the one option form that is file.filename=NAME.
+ */
+static char *drive_spelling(const char *arg)
+{
+    size_t len = strlen(arg);
+    char *out = xmalloc(len * 2 + 16);
+    size_t n = 0;
+    bool start = true;
+    for (size_t i = 0; i < len; i++) {
+        if (start && !strncmp(arg + i, "file=", 5)) {
+            memcpy(out + n, "file.filename=", 14);
+            n += 14;
+            i += 4;
+            start = false;
+            continue;
+        }
+        start = false;
+        if (arg[i] == ',') {
+            if (arg[i + 1] == ',') {
+                out[n++] = arg[i++];
+            } else {
+                start = true;
+            }
+        }
+        out[n++] = arg[i];
+    }
+    out[n] = '\0';
+    return out;
+}
+
 static int parse_drive(struct kvm_config *c, const char *arg, struct err *err)
 {
     struct kvm_opts o;
     struct kvm_drive_cfg d = { 0 };
-    int ret = kvm_opts_parse(&o, arg, NULL, "-drive", err);
+    char *spelled = drive_spelling(arg);
+    int ret = kvm_opts_parse(&o, spelled, NULL, "-drive", err);
+    free(spelled);
     if (ret < 0) {
         return ret;
     }
@@ -337,7 +357,7 @@ static int parse_drive(struct kvm_config *c, const char *arg, struct err *err)
     if ((v = kvm_opts_get(&o, "id"))) {
         d.id = xstrdup(v);
     }
-    if ((v = kvm_opts_get(&o, "file"))) {
+    if ((v = kvm_opts_get(&o, "file.filename"))) {
         d.file = xstrdup(v);
     }
     if ((v = kvm_opts_get(&o, "format"))) {
@@ -386,15 +406,7 @@ static int parse_drive(struct kvm_config *c, const char *arg, struct err *err)
             goto fail;
         }
     }
-    struct kvm_opts others = { 0 };
-    others.opt = xcalloc(o.n, sizeof(struct kvm_opt));
-    for (unsigned i = 0; i < o.n; i++) {
-        if (!o.opt[i].used) {
-            others.opt[others.n++] = o.opt[i];
-        }
-    }
-    d.options = kvm_opts_to_json(&others, "-drive", err);
-    free(others.opt);
+    d.options = kvm_opts_unused_json(&o, err);
     if (!d.options) {
         goto fail;
     }
@@ -417,29 +429,6 @@ static void device_cfg_free(struct kvm_device_cfg *d)
         d->type->free_cfg(d->cfg);
     }
     free(d->id);
-}
-
-/* A -device given as JSON becomes key=value pairs (nested values stay JSON text). */
-static int json_to_opts(json_t *j, struct kvm_opts *o, struct err *err)
-{
-    const char *key;
-    json_t *v;
-    memset(o, 0, sizeof(*o));
-    json_object_foreach(j, key, v) {
-        char *val;
-        if (json_is_string(v)) {
-            val = xstrdup(json_string_value(v));
-        } else if (json_is_true(v) || json_is_false(v)) {
-            val = xstrdup(json_is_true(v) ? "on" : "off");
-        } else if (json_is_integer(v)) {
-            val = xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        } else {
-            val = json_dumps(v, JSON_COMPACT);
-        }
-        o->opt = xrealloc(o->opt, (o->n + 1) * sizeof(*o->opt));
-        o->opt[o->n++] = (struct kvm_opt){ .key = xstrdup(key), .value = val };
-    }
-    return 0;
 }
 
 static int add_device(struct kvm_config *c, struct kvm_opts *o, struct err *err)
@@ -490,21 +479,10 @@ static int parse_device(struct kvm_config *c, const char *arg, struct err *err)
                 "virtio-scsi-pci, scsi-hd");
         return -EINVAL;
     }
-    if (arg[0] == '{') {
-        json_error_t jerr;
-        json_t *j = json_loads(arg, JSON_REJECT_DUPLICATES, &jerr);
-        if (!j || !json_is_object(j)) {
-            err_set(err, "-device: not a JSON object: %s", j ? "" : jerr.text);
-            json_decref(j);
-            return -EINVAL;
-        }
-        json_to_opts(j, &o, err);
-        json_decref(j);
-    } else {
-        ret = kvm_opts_parse(&o, arg, "driver", "-device", err);
-        if (ret < 0) {
-            return ret;
-        }
+    /* key=val,... or, as QEMU takes it too, a JSON object. */
+    ret = kvm_opts_parse(&o, arg, "driver", "-device", err);
+    if (ret < 0) {
+        return ret;
     }
     ret = add_device(c, &o, err);
     kvm_opts_free(&o);

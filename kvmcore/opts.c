@@ -1,7 +1,10 @@
-/* key=value,... option strings; see opts.h. */
+/* QEMU-style option strings over util/opts; see opts.h. */
 #include "kvmcore/opts.h"
 
 #include <ctype.h>
+#include <stdio.h>
+
+#include "util/opts.h"
 
 int kvm_parse_bool(const char *s, bool *out)
 {
@@ -30,127 +33,55 @@ int kvm_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-static void add(struct kvm_opts *o, char *key, char *value)
+static char *leaf_text(json_t *v)
 {
-    o->opt = xrealloc(o->opt, (o->n + 1) * sizeof(*o->opt));
-    o->opt[o->n++] = (struct kvm_opt){ .key = key, .value = value };
+    if (json_is_string(v)) {
+        return xstrdup(json_string_value(v));
+    }
+    if (json_is_boolean(v)) {
+        return xstrdup(json_is_true(v) ? "on" : "off");
+    }
+    if (json_is_integer(v)) {
+        return xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    }
+    if (json_is_null(v)) {
+        return xstrdup("null");
+    }
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *d = xstrdup(s ? s : "");
+    free(s);
+    return d;
 }
 
-/* The length of a JSON array or object at s, brackets balanced; 0 if unbalanced. */
-static size_t json_span(const char *s)
+int kvm_opts_from_json(struct kvm_opts *o, json_t *obj, struct err *err)
 {
-    int depth = 0;
-    bool in_str = false;
-    for (size_t i = 0; s[i]; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\' && s[i + 1]) {
-                i++;
-            } else if (c == '"') {
-                in_str = false;
-            }
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            depth++;
-        } else if ((c == ']' || c == '}') && --depth == 0) {
-            return i + 1;
-        }
+    memset(o, 0, sizeof(*o));
+    o->obj = obj;
+    json_t *flat = opts_flatten(obj);
+    const char *key;
+    json_t *v;
+    o->opt = xcalloc(json_object_size(flat) + 1, sizeof(*o->opt));
+    json_object_foreach(flat, key, v) {
+        o->opt[o->n++] = (struct kvm_opt){ .key = xstrdup(key), .value = leaf_text(v) };
     }
+    json_decref(flat);
     return 0;
-}
-
-/*
- * One element up to an unescaped comma; ",," becomes ",".  A value that is
- * a JSON array or object (key=[...]) runs to its closing bracket, commas and
- * all, so iothread-vq-mapping=[{...},{...}] needs no escaping.
- */
-static char *take_element(const char **p)
-{
-    size_t cap = strlen(*p) + 1, n = 0;
-    char *out = xmalloc(cap);
-    const char *s = *p;
-    const char *eq = strchr(s, '=');
-    const char *comma = strchr(s, ',');
-    if (eq && (!comma || eq < comma) && (eq[1] == '[' || eq[1] == '{')) {
-        size_t span = json_span(eq + 1);
-        if (span && (eq[1 + span] == ',' || eq[1 + span] == '\0')) {
-            size_t len = (size_t)(eq + 1 + span - s);
-            memcpy(out, s, len);
-            out[len] = '\0';
-            *p = s + len + (s[len] == ',');
-            return out;
-        }
-    }
-    while (*s) {
-        if (*s == ',') {
-            if (s[1] == ',') {
-                out[n++] = ',';
-                s += 2;
-                continue;
-            }
-            s++;
-            break;
-        }
-        out[n++] = *s++;
-    }
-    out[n] = '\0';
-    *p = s;
-    return out;
 }
 
 int kvm_opts_parse(struct kvm_opts *o, const char *s, const char *implied_key,
                    const char *what, struct err *err)
 {
     memset(o, 0, sizeof(*o));
-    const char *p = s;
-    bool first = true;
     if (!*s) {
         err_set(err, "%s: an empty argument", what);
         return -EINVAL;
     }
-    while (*p || first) {
-        char *elem = take_element(&p);
-        char *eq = strchr(elem, '=');
-        char *key, *value;
-        if (!eq) {
-            if (first && implied_key) {
-                key = xstrdup(implied_key);
-                value = elem;
-            } else if (*elem) {
-                /* QEMU's shorthand for a boolean: "key" means key=on. */
-                key = elem;
-                value = xstrdup("on");
-            } else {
-                free(elem);
-                first = false;
-                continue;
-            }
-        } else {
-            *eq = '\0';
-            if (!*elem) {
-                err_set(err, "%s: '=%s' has no key", what, eq + 1);
-                free(elem);
-                kvm_opts_free(o);
-                return -EINVAL;
-            }
-            key = xstrdup(elem);
-            value = xstrdup(eq + 1);
-            free(elem);
-        }
-        for (unsigned i = 0; i < o->n; i++) {
-            if (!strcmp(o->opt[i].key, key)) {
-                err_set(err, "%s: property '%s' is given twice", what, key);
-                free(key);
-                free(value);
-                kvm_opts_free(o);
-                return -EINVAL;
-            }
-        }
-        add(o, key, value);
-        first = false;
+    json_t *obj = opts_parse(s, implied_key, err);
+    if (!obj) {
+        err_prepend(err, "%s: ", what);
+        return -EINVAL;
     }
-    return 0;
+    return kvm_opts_from_json(o, obj, err);
 }
 
 void kvm_opts_free(struct kvm_opts *o)
@@ -160,8 +91,8 @@ void kvm_opts_free(struct kvm_opts *o)
         free(o->opt[i].value);
     }
     free(o->opt);
-    o->opt = NULL;
-    o->n = 0;
+    json_decref(o->obj);
+    memset(o, 0, sizeof(*o));
 }
 
 const char *kvm_opts_get(struct kvm_opts *o, const char *key)
@@ -173,6 +104,19 @@ const char *kvm_opts_get(struct kvm_opts *o, const char *key)
         }
     }
     return NULL;
+}
+
+json_t *kvm_opts_get_json(struct kvm_opts *o, const char *key)
+{
+    json_t *v = o->obj ? opts_get(o->obj, key) : NULL;
+    size_t len = strlen(key);
+    for (unsigned i = 0; v && i < o->n; i++) {
+        const char *k = o->opt[i].key;
+        if (!strncmp(k, key, len) && (k[len] == '\0' || k[len] == '.')) {
+            o->opt[i].used = true;
+        }
+    }
+    return v;
 }
 
 int kvm_opts_get_bool(struct kvm_opts *o, const char *key, bool *out, const char *what,
@@ -217,26 +161,11 @@ int kvm_opts_get_size(struct kvm_opts *o, const char *key, uint64_t *out, const 
     if (!v) {
         return 0;
     }
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 0);
-    uint64_t mult = 1;
-    if (!errno && end != v && isdigit((unsigned char)*v)) {
-        switch (*end) {
-        case '\0': break;
-        case 'k': case 'K': mult = KiB; end++; break;
-        case 'M': case 'm': mult = MiB; end++; break;
-        case 'G': case 'g': mult = GiB; end++; break;
-        case 'T': case 't': mult = TiB; end++; break;
-        default: mult = 0; break;
-        }
-        if (mult && !*end && n <= UINT64_MAX / mult) {
-            *out = n * mult;
-            return 1;
-        }
+    if (parse_size(v, out) < 0) {
+        err_set(err, "%s: property '%s' takes a size, not '%s'", what, key, v);
+        return -EINVAL;
     }
-    err_set(err, "%s: property '%s' takes a size, not '%s'", what, key, v);
-    return -EINVAL;
+    return 1;
 }
 
 int kvm_opts_check_unused(struct kvm_opts *o, const char *what, struct err *err)
@@ -250,37 +179,15 @@ int kvm_opts_check_unused(struct kvm_opts *o, const char *what, struct err *err)
     return 0;
 }
 
-json_t *kvm_opts_to_json(const struct kvm_opts *o, const char *what, struct err *err)
+json_t *kvm_opts_unused_json(struct kvm_opts *o, struct err *err)
 {
-    json_t *root = json_object();
+    json_t *flat = opts_flatten(o->obj);
     for (unsigned i = 0; i < o->n; i++) {
-        char *path = xstrdup(o->opt[i].key);
-        json_t *obj = root;
-        char *seg = path, *dot;
-        while ((dot = strchr(seg, '.'))) {
-            *dot = '\0';
-            json_t *child = json_object_get(obj, seg);
-            if (!*seg || (child && !json_is_object(child))) {
-                err_set(err, "%s: key '%s' conflicts with another", what, o->opt[i].key);
-                free(path);
-                json_decref(root);
-                return NULL;
-            }
-            if (!child) {
-                child = json_object();
-                json_object_set_new(obj, seg, child);
-            }
-            obj = child;
-            seg = dot + 1;
+        if (o->opt[i].used) {
+            json_object_del(flat, o->opt[i].key);
         }
-        if (!*seg || json_object_get(obj, seg)) {
-            err_set(err, "%s: key '%s' conflicts with another", what, o->opt[i].key);
-            free(path);
-            json_decref(root);
-            return NULL;
-        }
-        json_object_set_new(obj, seg, json_string(o->opt[i].value));
-        free(path);
     }
-    return root;
+    json_t *out = opts_crumple(flat, err);
+    json_decref(flat);
+    return out;
 }
