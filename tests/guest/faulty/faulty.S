@@ -11,6 +11,9 @@
  *   h  halt with interrupts off, forever
  *   b  boot twice: on the first boot leave a mark in RAM (which a reset
  *      keeps) and reset through the i8042; on the second, exit as e
+ *   k  time 20000 16-bit writes to RAM, then to 0xc0007000 (the notify
+ *      address of queue 0 of the first virtio device spindle-vm places),
+ *      and print both TSC deltas in hex: "KICK ram=... mmio=..."; exit as e
  *   c  print "CPUID x2apic=N xsave=N pdpe1gb=N" (what -cpu left), then exit as e
  *
  * 32-bit protected mode, paging off, as the PVH entry leaves it; %ebx
@@ -58,6 +61,8 @@ _start:
     je cpuid_report
     cmpb $'b', %cl
     je boot_twice
+    cmpb $'k', %cl
+    je kick_bench
 halt:
     cli
     hlt
@@ -100,6 +105,52 @@ putbit:
     outb %al, %dx
     ret
 
+/* Print %eax as 8 hex digits. */
+puthex:
+    movl %eax, %ebx
+    movl $8, %ecx
+1:  roll $4, %ebx
+    movl %ebx, %eax
+    andl $0xf, %eax
+    movb hexdigits(%eax), %al
+    movw $COM1, %dx
+    outb %al, %dx
+    loop 1b
+    ret
+
+#define KICK_ITERS 20000
+kick_bench:
+    movl $0xf0000, %esp
+    rdtsc
+    movl %eax, %esi
+    movl $KICK_ITERS, %ecx
+1:  movw $0, 0x900000
+    loop 1b
+    rdtsc
+    subl %esi, %eax
+    movl %eax, %edi                 /* RAM loop ticks */
+    rdtsc
+    movl %eax, %esi
+    movl $KICK_ITERS, %ecx
+1:  movw $0, 0xc0007000
+    loop 1b
+    rdtsc
+    subl %esi, %eax
+    pushl %eax                      /* MMIO loop ticks */
+    pushl %edi
+    movl $msg_kick, %esi
+    call puts
+    popl %eax
+    call puthex
+    movl $msg_mmio, %esi
+    call puts
+    popl %eax
+    call puthex
+    movb $'\n', %al
+    movw $COM1, %dx
+    outb %al, %dx
+    jmp debug_exit
+
 cpuid_report:
     movl $0xf0000, %esp             /* a stack in low RAM for the calls */
     movl $1, %eax
@@ -139,6 +190,12 @@ msg_1g:
     .asciz " pdpe1gb="
 msg_xsave:
     .asciz " xsave="
+msg_kick:
+    .asciz "KICK ram=0x"
+msg_mmio:
+    .asciz " mmio=0x"
+hexdigits:
+    .ascii "0123456789abcdef"
     .balign 8
 idt_empty:
     .word 0
