@@ -59,3 +59,14 @@ wait "$pid"
 rc=$?
 expect vm_boot/sigterm '[ "$rc" -eq 0 ] && grep -q "terminating on signal 15" "$tmp/term.err"' \
     "exit $rc, stderr: $(cat "$tmp/term.err")"
+
+# On a terminal (a pty from script(1)) the console is raw and Ctrl-A x quits with status 0.
+if command -v script >/dev/null 2>&1; then
+    (sleep 1.5; printf '\001x') | timeout 20 script -qec \
+        "$VM -m 64 -nographic -kernel $FAULTY -append h" /dev/null >"$tmp/tty.out" 2>&1
+    rc=$?
+    expect vm_boot/console_ctrl_a_x '[ "$rc" -eq 0 ] && grep -q "terminated by Ctrl-A x" "$tmp/tty.out"' \
+        "exit $rc: $(tr -d '\r' <"$tmp/tty.out" | tail -2)"
+else
+    skip vm_boot/console_ctrl_a_x "script(1) not installed"
+fi
