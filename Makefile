@@ -62,7 +62,7 @@ all: deps
 	$(Q)$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(LIB) $(PROG_BINS) $(UNIT_BINS) guest
+build-all: $(LIB) $(PROG_BINS) $(UNIT_BINS) guest vmtest faulty
 
 deps:
 	$(Q)scripts/deps.sh
@@ -101,6 +101,9 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HARNESS) $(LIB)
 
 # The freestanding test guest has its own flags; see tests/guest/blkbench.
 -include tests/guest/guest.mk
+# spindle-vm with test doubles, for the VM integration tests; see tests/vmm.
+-include tests/vmm/vmm.mk
+-include tests/guest/faulty/faulty.mk
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory build-all
