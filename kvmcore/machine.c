@@ -15,10 +15,6 @@
 #include "util/log.h"
 
 #if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define HAVE_VALGRIND_H 1
-#endif
 #endif
 
 #ifndef MADV_POPULATE_WRITE
@@ -336,48 +332,6 @@ static void stop_vcpus(struct kvm_machine *m)
     }
 }
 
-/*
- * Valgrind runs one thread at a time and treats io_uring_enter as a call
- * that does not block, so a loop asleep in it keeps every other thread (the
- * vCPUs) from running.  Under valgrind the loops wake every few ms.
- */
-#define VALGRIND_TICK_NS 50000
-
-static bool under_valgrind(void)
-{
-#ifdef HAVE_VALGRIND_H
-    return RUNNING_ON_VALGRIND;
-#else
-    return false;
-#endif
-}
-
-static void valgrind_tick(void *opaque)
-{
-    struct aio_timer *t = opaque;
-    aio_timer_mod(t, clock_ns() + VALGRIND_TICK_NS);
-}
-
-static void start_ticking(void *opaque)
-{
-    struct aio_timer *t = opaque;
-    aio_timer_init(t, aio_context_current(), valgrind_tick, t);
-    valgrind_tick(t);
-}
-
-static void tick_iothread(struct iothread *io, void *opaque)
-{
-    struct kvm_machine *m = opaque;
-    if (m->nr_ticks < ARRAY_SIZE(m->ticks)) {
-        aio_run_on(iothread_ctx(io), start_ticking, &m->ticks[m->nr_ticks++]);
-    }
-}
-
-static void stop_ticking(void *opaque)
-{
-    aio_timer_del(opaque);
-}
-
 static int start_vcpus(struct kvm_machine *m, struct err *err)
 {
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
@@ -435,11 +389,6 @@ int kvm_machine_run(struct kvm_machine *m)
         m->signal_handler = aio_set_fd_handler(aio_main_context(), m->signal_fd, signal_ready,
                                                NULL, m);
     }
-    if (under_valgrind() && !m->nr_ticks) {
-        m->ticks[m->nr_ticks++].ctx = NULL;
-        start_ticking(&m->ticks[0]);
-        iothread_foreach(tick_iothread, m);
-    }
     if (start_vcpus(m, &err) < 0) {
         kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg);
     }
@@ -490,10 +439,6 @@ void kvm_machine_cleanup(struct kvm_machine *m)
             d->stop(d);
         }
     }
-    for (unsigned i = 0; i < m->nr_ticks; i++) {
-        aio_run_on(m->ticks[i].ctx, stop_ticking, &m->ticks[i]);
-    }
-    m->nr_ticks = 0;
     list_for_each_safe(d, tmp, &m->devs, link) {
         list_del(&d->link);
         d->destroy(d);

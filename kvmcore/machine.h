@@ -70,8 +70,6 @@ struct kvm_machine {
     struct aio_fd_handler *signal_handler;
     int64_t start_ns;
     struct aio_timer rekick_timer;
-    struct aio_timer ticks[16];   /* under valgrind: main loop, then iothreads */
-    unsigned nr_ticks;
 };
 
 /* Build the VM from cfg (which must outlive m).  Main thread. */
