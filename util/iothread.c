@@ -170,6 +170,11 @@ int iothread_tid(const struct iothread *t)
     return t->tid;
 }
 
+const struct iothread_opts *iothread_get_opts(const struct iothread *t)
+{
+    return &t->opts;
+}
+
 void iothread_foreach(void (*fn)(struct iothread *t, void *opaque), void *opaque)
 {
     struct iothread *t;

@@ -34,6 +34,8 @@ const char *iothread_id(const struct iothread *t);
 struct aio_context *iothread_ctx(const struct iothread *t);
 /* The kernel's thread id, for `query-iothreads`. */
 int iothread_tid(const struct iothread *t);
+/* The options it was created with (poll_max_ns -1 stands for the default). */
+const struct iothread_opts *iothread_get_opts(const struct iothread *t);
 
 /* Call fn(t, opaque) for every iothread, in creation order. */
 void iothread_foreach(void (*fn)(struct iothread *t, void *opaque), void *opaque);
