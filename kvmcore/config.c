@@ -248,6 +248,71 @@ static int parse_blockdev(struct kvm_config *c, const char *arg, struct err *err
     return 0;
 }
 
+/*
+ * -qmp unix:PATH,server=on,wait=off, or QEMU's older unix:PATH,server,nowait:
+ * a QMP socket that the monitor listens on.  PATH runs to the first single
+ * comma (",," is a comma in it).  Client sockets, TCP and wait=on (waiting
+ * for a client before the guest starts) are not supported.
+ */
+static int parse_qmp(struct kvm_config *c, const char *arg, struct err *err)
+{
+    bool server = false, wait = true;
+    size_t len = strlen(arg), i;
+    char *path;
+
+    if (strncmp(arg, "unix:", 5)) {
+        err_set(err, "-qmp %s: only UNIX sockets are supported "
+                "(unix:PATH,server=on,wait=off)", arg);
+        return -EINVAL;
+    }
+    path = xmalloc(len);
+    size_t n = 0;
+    for (i = 5; i < len; i++) {
+        if (arg[i] == ',' && arg[i + 1] == ',') {
+            path[n++] = ',';
+            i++;
+        } else if (arg[i] == ',') {
+            break;
+        } else {
+            path[n++] = arg[i];
+        }
+    }
+    path[n] = '\0';
+    while (i < len) {
+        const char *flag = arg + i + 1;
+        size_t flen = strcspn(flag, ",");
+        char word[32];
+        snprintf(word, sizeof(word), "%.*s", (int)MIN(flen, sizeof(word) - 1), flag);
+        if (!strcmp(word, "server") || !strcmp(word, "server=on")) {
+            server = true;
+        } else if (!strcmp(word, "server=off")) {
+            server = false;
+        } else if (!strcmp(word, "nowait") || !strcmp(word, "wait=off")) {
+            wait = false;
+        } else if (!strcmp(word, "wait") || !strcmp(word, "wait=on")) {
+            wait = true;
+        } else {
+            err_set(err, "-qmp: unknown property '%.*s' (server=on, wait=off)", (int)flen, flag);
+            free(path);
+            return -EINVAL;
+        }
+        i += flen + 1;
+    }
+    if (!path[0]) {
+        err_set(err, "-qmp %s: the socket path is empty", arg);
+    } else if (!server) {
+        err_set(err, "-qmp %s: only a server socket is supported: add server=on", arg);
+    } else if (wait) {
+        err_set(err, "-qmp %s: waiting for a client is not supported: add wait=off", arg);
+    } else {
+        c->qmp = xrealloc(c->qmp, (c->nr_qmp + 1) * sizeof(*c->qmp));
+        c->qmp[c->nr_qmp++] = path;
+        return 0;
+    }
+    free(path);
+    return -EINVAL;
+}
+
 static void drive_free(struct kvm_drive_cfg *d)
 {
     free(d->id);
@@ -557,6 +622,8 @@ void kvm_config_usage(FILE *out, const char *prog)
             "  -device scsi-hd,drive=ID[,bus=ID.0,scsi-id=N,lun=N]\n"
             "  -blockdev driver=...,node-name=...[,...] | -blockdev '{JSON}'\n"
             "  -drive if=none|virtio,id=ID,file=PATH[,format=,cache=,aio=,readonly=on]\n"
+            "  -qmp unix:PATH,server=on,wait=off   a QMP socket (also unix:PATH,server,nowait)\n"
+            "  -S                          start with the vCPUs paused until QMP cont\n"
             "Exit status: the guest's through isa-debug-exit ((v << 1) | 1), 0 on reset with\n"
             "-no-reboot or on a signal, 1 for a bad command line or setup error, 2 when the\n"
             "guest crashed a vCPU (triple fault, KVM internal error, failed entry).\n",
@@ -653,12 +720,11 @@ static int handle_option(struct kvm_config *c, const char *name, const char *arg
         return 0;    /* no firmware runs here: the kernel is booted directly */
     }
     if (!strcmp(name, "qmp")) {
-        err_set(err, "-qmp: the QMP monitor is not in spindle-vm yet");
-        return -ENOTSUP;
+        return parse_qmp(c, arg, err);
     }
     if (!strcmp(name, "S")) {
-        err_set(err, "-S: starting paused needs the QMP monitor, which is not in spindle-vm yet");
-        return -ENOTSUP;
+        c->start_paused = true;
+        return 0;
     }
     if (!strcmp(name, "help") || !strcmp(name, "h")) {
         c->help = true;
@@ -727,6 +793,10 @@ void kvm_config_free(struct kvm_config *c)
     free(c->initrd);
     free(c->append);
     free(c->serial_file);
+    for (unsigned i = 0; i < c->nr_qmp; i++) {
+        free(c->qmp[i]);
+    }
+    free(c->qmp);
     for (unsigned i = 0; i < c->nr_iothreads; i++) {
         free(c->iothreads[i].id);
     }

@@ -132,6 +132,11 @@ struct kvm_config {
     enum kvm_serial_mode serial;
     char *serial_file;
     bool no_reboot;
+    bool start_paused;        /* -S: the vCPUs wait for QMP cont */
+
+    /* -qmp unix:PATH,server=on,wait=off: the QMP socket paths, in order. */
+    unsigned nr_qmp;
+    char **qmp;
 
     unsigned nr_iothreads, nr_blockdevs, nr_drives, nr_devices;
     struct kvm_iothread_cfg *iothreads;

@@ -25,13 +25,18 @@ static void wake_main(void *opaque)
 {
 }
 
-void kvm_machine_request_exit(struct kvm_machine *m, int status, bool error, const char *why)
+/* Pausing, resuming and ending the VM for util/runstate.h (QMP stop, cont, quit). */
+static const struct runstate_machine_ops machine_ops;
+
+void kvm_machine_request_exit(struct kvm_machine *m, int status, bool error, const char *why,
+                              enum shutdown_cause cause)
 {
     pthread_mutex_lock(&m->exit_lock);
     if (!atomic_load(&m->exit_requested)) {
         m->exit_status = status;
         m->exit_is_error = error;
         m->exit_msg = why ? xstrdup(why) : NULL;
+        m->exit_cause = cause;
         atomic_store(&m->exit_requested, true);
     }
     pthread_mutex_unlock(&m->exit_lock);
@@ -47,14 +52,17 @@ void kvm_machine_add_dev(struct kvm_machine *m, struct kvm_machine_dev *d)
 
 static void vcpu_request_exit(void *opaque, int status, const char *why)
 {
-    kvm_machine_request_exit(opaque, status, status != KVM_EXIT_STATUS_OK, why);
+    /* A powered-off guest, or one that broke its vCPU. */
+    kvm_machine_request_exit(opaque, status, status != KVM_EXIT_STATUS_OK, why,
+                             status == KVM_EXIT_STATUS_OK ? SHUTDOWN_CAUSE_GUEST_SHUTDOWN
+                                                          : SHUTDOWN_CAUSE_HOST_ERROR);
 }
 
 static void guest_reset(void *opaque)
 {
     struct kvm_machine *m = opaque;
     if (m->cfg->no_reboot) {
-        kvm_machine_request_exit(m, KVM_EXIT_STATUS_OK, false, NULL);
+        kvm_machine_request_exit(m, KVM_EXIT_STATUS_OK, false, NULL, SHUTDOWN_CAUSE_GUEST_RESET);
     } else {
         atomic_store(&m->reset_requested, true);
         aio_bh_schedule_oneshot(aio_main_context(), wake_main, NULL);
@@ -63,7 +71,7 @@ static void guest_reset(void *opaque)
 
 static void guest_debug_exit(void *opaque, int status)
 {
-    kvm_machine_request_exit(opaque, status, false, NULL);
+    kvm_machine_request_exit(opaque, status, false, NULL, SHUTDOWN_CAUSE_GUEST_SHUTDOWN);
 }
 
 static void rcr_write(void *opaque, uint8_t val)
@@ -74,7 +82,8 @@ static void rcr_write(void *opaque, uint8_t val)
 
 static void console_quit(void *opaque)
 {
-    kvm_machine_request_exit(opaque, KVM_EXIT_STATUS_OK, false, "terminated by Ctrl-A x");
+    kvm_machine_request_exit(opaque, KVM_EXIT_STATUS_OK, false, "terminated by Ctrl-A x",
+                             SHUTDOWN_CAUSE_HOST_UI);
 }
 
 static void signal_ready(void *opaque)
@@ -84,7 +93,7 @@ static void signal_ready(void *opaque)
     if (read(m->signal_fd, &si, sizeof(si)) == sizeof(si)) {
         char msg[128];
         snprintf(msg, sizeof(msg), "terminating on signal %u", si.ssi_signo);
-        kvm_machine_request_exit(m, KVM_EXIT_STATUS_OK, false, msg);
+        kvm_machine_request_exit(m, KVM_EXIT_STATUS_OK, false, msg, SHUTDOWN_CAUSE_HOST_SIGNAL);
     }
 }
 
@@ -292,7 +301,13 @@ int kvm_machine_init(struct kvm_machine *m, struct kvm_config *cfg, struct err *
     if (ret < 0) {
         return ret;
     }
-    return create_vcpus(m, &bs, err);
+    ret = create_vcpus(m, &bs, err);
+    if (ret < 0) {
+        return ret;
+    }
+    runstate_init(cfg->start_paused ? RUN_STATE_PRELAUNCH : RUN_STATE_RUNNING);
+    runstate_set_machine(&machine_ops, m);
+    return 0;
 }
 
 /* ---- Running --------------------------------------------------------------- */
@@ -366,7 +381,8 @@ static int reboot(struct kvm_machine *m, struct err *err)
     for (unsigned i = 0; ret == 0 && i < m->nr_vcpus; i++) {
         ret = vcpu_reset(&m->vcpus[i], i == 0 ? &bs : NULL, err);
     }
-    if (ret == 0) {
+    /* Paused meanwhile (QMP stop): cont starts the rebooted vCPUs. */
+    if (ret == 0 && runstate_is_running()) {
         ret = start_vcpus(m, err);
     }
     if (ret < 0) {
@@ -374,6 +390,39 @@ static int reboot(struct kvm_machine *m, struct err *err)
     }
     return ret;
 }
+
+/* ---- The run state's machine (QMP stop, cont, quit) ---------------------- */
+
+static void machine_pause(void *opaque)
+{
+    stop_vcpus(opaque);
+}
+
+static int machine_resume(void *opaque, struct err *err)
+{
+    struct kvm_machine *m = opaque;
+    if (atomic_load(&m->exit_requested)) {
+        err_set(err, "the VM is shutting down");
+        return -ESHUTDOWN;
+    }
+    int ret = start_vcpus(m, err);
+    if (ret < 0) {
+        /* Some may have started: all or none. */
+        stop_vcpus(m);
+    }
+    return ret;
+}
+
+static void machine_shutdown(void *opaque, enum shutdown_cause cause)
+{
+    kvm_machine_request_exit(opaque, KVM_EXIT_STATUS_OK, false, NULL, cause);
+}
+
+static const struct runstate_machine_ops machine_ops = {
+    .pause = machine_pause,
+    .resume = machine_resume,
+    .shutdown = machine_shutdown,
+};
 
 int kvm_machine_run(struct kvm_machine *m)
 {
@@ -389,8 +438,10 @@ int kvm_machine_run(struct kvm_machine *m)
         m->signal_handler = aio_set_fd_handler(aio_main_context(), m->signal_fd, signal_ready,
                                                NULL, m);
     }
-    if (start_vcpus(m, &err) < 0) {
-        kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg);
+    /* With -S the vCPUs wait for QMP cont. */
+    if (runstate_is_running() && start_vcpus(m, &err) < 0) {
+        kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg,
+                                 SHUTDOWN_CAUSE_HOST_ERROR);
     }
     for (;;) {
         while (!atomic_load(&m->exit_requested) && !atomic_load(&m->reset_requested)) {
@@ -402,9 +453,12 @@ int kvm_machine_run(struct kvm_machine *m)
         atomic_store(&m->reset_requested, false);
         err_clear(&err);
         if (reboot(m, &err) < 0) {
-            kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg);
+            kvm_machine_request_exit(m, KVM_EXIT_STATUS_SETUP, true, err.msg,
+                                     SHUTDOWN_CAUSE_HOST_ERROR);
         }
     }
+    /* The run state ends too (the SHUTDOWN event), unless QMP quit began it. */
+    runstate_request_shutdown(m->exit_cause);
     stop_vcpus(m);
     /* SPINDLE_DEBUG=1: where each vCPU stood, and how often it left the kernel. */
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
@@ -432,6 +486,7 @@ void kvm_machine_cleanup(struct kvm_machine *m)
 {
     struct kvm_machine_dev *d, *tmp;
 
+    runstate_set_machine(NULL, NULL);
     /* vCPUs first: nothing may touch a device while it goes. */
     stop_vcpus(m);
     list_for_each(d, &m->devs, link) {
@@ -517,7 +572,7 @@ static void make_tty_raw(void)
     }
 }
 
-int kvm_vm_main(int argc, char **argv)
+int kvm_vm_main(int argc, char **argv, const struct kvm_vm_hooks *hooks)
 {
     struct kvm_config cfg;
     struct kvm_machine m;
@@ -530,6 +585,11 @@ int kvm_vm_main(int argc, char **argv)
     }
     if (kvm_config_parse(&cfg, argc, argv, &err) < 0) {
         log_error("%s", err.msg);
+        kvm_config_free(&cfg);
+        return KVM_EXIT_STATUS_SETUP;
+    }
+    if (cfg.nr_qmp && (!hooks || !hooks->start)) {
+        log_error("-qmp: this program has no QMP monitor");
         kvm_config_free(&cfg);
         return KVM_EXIT_STATUS_SETUP;
     }
@@ -558,15 +618,23 @@ int kvm_vm_main(int argc, char **argv)
         kvm_config_free(&cfg);
         return KVM_EXIT_STATUS_SETUP;
     }
-    int status;
-    if (kvm_machine_init(&m, &cfg, &err) < 0) {
+    int status = KVM_EXIT_STATUS_SETUP;
+    bool hooked = false;
+    int ret = kvm_machine_init(&m, &cfg, &err);
+    if (ret == 0 && hooks && hooks->start) {
+        hooked = true;
+        ret = hooks->start(&m, &err);
+    }
+    if (ret < 0) {
         log_error("%s", err.msg);
-        status = KVM_EXIT_STATUS_SETUP;
     } else {
         if (cfg.serial == KVM_SERIAL_STDIO) {
             make_tty_raw();
         }
         status = kvm_machine_run(&m);
+    }
+    if (hooked && hooks->stop) {
+        hooks->stop(&m);
     }
     kvm_machine_cleanup(&m);
     restore_tty();

@@ -2,14 +2,18 @@
  * The machine: a VM with RAM, vCPUs, the PC devices, the serial console,
  * PCI bus 0 and the -device list, booted from -kernel, and its lifecycle.
  *
- * The main thread builds it, starts the vCPU threads and runs the main
- * aio_context until something ends the VM (isa-debug-exit, a reset with
+ * The main thread builds it, starts the vCPU threads (unless -S) and runs
+ * the main aio_context until something ends the VM (isa-debug-exit, a reset with
  * -no-reboot, a fatal vCPU exit, a signal, Ctrl-A x); then it stops every
  * vCPU (stop flag, immediate_exit and a signal), stops the devices and
  * returns the exit status.  A reset without -no-reboot reboots: vCPUs
  * stopped, devices, interrupt controllers and vCPUs back to their power-on
  * state, the kernel files read and loaded again (RAM is not cleared, as on
  * QEMU), vCPUs started.
+ *
+ * The machine is the run state's machine (util/runstate.h): QMP stop joins
+ * the vCPU threads (their state stays in KVM), cont starts them again, quit
+ * ends the VM like a signal does.
  */
 #ifndef SPINDLE_KVMCORE_MACHINE_H
 #define SPINDLE_KVMCORE_MACHINE_H
@@ -26,6 +30,7 @@
 #include "kvmcore/serial.h"
 #include "kvmcore/vcpu.h"
 #include "util/aio.h"
+#include "util/runstate.h"
 
 struct vpci;
 
@@ -66,6 +71,7 @@ struct kvm_machine {
     int exit_status;
     char *exit_msg;
     bool exit_is_error;
+    enum shutdown_cause exit_cause;   /* for the SHUTDOWN event */
     int signal_fd;
     struct aio_fd_handler *signal_handler;
     int64_t start_ns;
@@ -80,14 +86,32 @@ void kvm_machine_cleanup(struct kvm_machine *m);
 
 /*
  * End the VM: the first request wins.  why (may be NULL) is printed to
- * stderr (as an error when error is set).  Any thread.
+ * stderr (as an error when error is set); cause is what the SHUTDOWN
+ * event reports.  Any thread.
  */
-void kvm_machine_request_exit(struct kvm_machine *m, int status, bool error, const char *why);
+void kvm_machine_request_exit(struct kvm_machine *m, int status, bool error, const char *why,
+                              enum shutdown_cause cause);
 
 /* Hand a device to the machine for stopping and freeing at the end. */
 void kvm_machine_add_dev(struct kvm_machine *m, struct kvm_machine_dev *d);
 
-/* The whole program spindle-vm: parse argv, build, run, clean up.  The exit status. */
-int kvm_vm_main(int argc, char **argv);
+/*
+ * What a program adds around the machine: the QMP monitor (monitor/vm.h).
+ * Both optional.
+ *   start: the machine is built and its run state set (prelaunch with -S,
+ *          else running; vCPUs not started yet): listen on cfg->qmp.
+ *   stop:  the VM has ended (the SHUTDOWN event is out): flush and close,
+ *          before the machine is torn down.
+ */
+struct kvm_vm_hooks {
+    int (*start)(struct kvm_machine *m, struct err *err);
+    void (*stop)(struct kvm_machine *m);
+};
+
+/*
+ * The whole program spindle-vm: parse argv, build, run, clean up.  The exit
+ * status.  hooks may be NULL (then -qmp is refused).
+ */
+int kvm_vm_main(int argc, char **argv, const struct kvm_vm_hooks *hooks);
 
 #endif

@@ -402,6 +402,12 @@ static void *vcpu_thread(void *opaque)
 
 int vcpu_start(struct vcpu *v, struct err *err)
 {
+    /* Again after a stop (QMP stop, then cont): the state stays in KVM. */
+    atomic_store(&v->stop, false);
+    atomic_store(&v->exited, false);
+    if (v->run) {
+        v->run->immediate_exit = 0;
+    }
     int ret = pthread_create(&v->thread, NULL, vcpu_thread, v);
     if (ret) {
         return err_set_errno(err, -ret, "vCPU %u: cannot start its thread", v->index);

@@ -85,6 +85,7 @@ int vcpu_set_boot_state(struct vcpu *v, const struct vcpu_boot_state *bs, struct
  * unless bs says how it boots.  The vCPU's thread must have stopped.
  */
 int vcpu_reset(struct vcpu *v, const struct vcpu_boot_state *bs, struct err *err);
+/* Start the vCPU's thread; also after vcpu_join, to resume a paused vCPU as it was. */
 int vcpu_start(struct vcpu *v, struct err *err);
 /* Ask the vCPU to stop (any thread, idempotent). */
 void vcpu_kick_stop(struct vcpu *v);

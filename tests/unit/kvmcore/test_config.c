@@ -178,7 +178,12 @@ static void test_refused(void)
     refused("-kernel k -blockdev driver=raw,node-name=a,file=x,file.filename=y",
             "both a value and a prefix");
     refused("-kernel k -device isa-debug-exit,iobase=1,iobase=2", "Duplicate parameter 'iobase'");
-    refused("-kernel k -qmp unix:/tmp/q,server", "not in spindle-vm yet");
+    refused("-kernel k -qmp unix:/tmp/q,server", "waiting for a client is not supported");
+    refused("-kernel k -qmp unix:/tmp/q,server=off,wait=off", "only a server socket");
+    refused("-kernel k -qmp unix:/tmp/q,wait=off", "only a server socket");
+    refused("-kernel k -qmp tcp:localhost:4444,server,nowait", "only UNIX sockets");
+    refused("-kernel k -qmp unix:,server,nowait", "the socket path is empty");
+    refused("-kernel k -qmp unix:/tmp/q,server,nowait,telnet", "unknown property 'telnet'");
     refused("-kernel k -drive if=none,id=d0,file=a -device scsi-hd,drive=d0",
             "there is no virtio-scsi-pci");
     refused("-kernel k -device virtio-scsi-pci,id=s0 -device virtio-scsi-pci,id=s1 "
@@ -194,6 +199,26 @@ static void test_refused(void)
     refused("-kernel k -device virtio-scsi-pci,num-queues=2", "unknown property 'num-queues'");
     refused("-kernel k -device virtio-scsi-pci -drive if=none,id=d0,file=a "
             "-device scsi-hd,drive=d0,lun=20000", "between 0 and 16383");
+}
+
+/* -qmp in both spellings (",," is a comma in the path), several of them, and -S. */
+static void test_qmp(void)
+{
+    struct kvm_config c;
+    struct err err = { 0 };
+    int ret = parse("-kernel k -S -qmp unix:/tmp/a.sock,server=on,wait=off "
+                    "-qmp unix:/tmp/b,,c.sock,server,nowait", &c, &err);
+    CU_ASSERT_EQUAL_FATAL(ret, 0);
+    CU_ASSERT_TRUE(c.start_paused);
+    CU_ASSERT_EQUAL_FATAL(c.nr_qmp, 2);
+    CU_ASSERT_STRING_EQUAL(c.qmp[0], "/tmp/a.sock");
+    CU_ASSERT_STRING_EQUAL(c.qmp[1], "/tmp/b,c.sock");
+    kvm_config_free(&c);
+    ret = parse("-kernel k", &c, &err);
+    CU_ASSERT_EQUAL(ret, 0);
+    CU_ASSERT_FALSE(c.start_paused);
+    CU_ASSERT_EQUAL(c.nr_qmp, 0);
+    kvm_config_free(&c);
 }
 
 static void test_mem_size(void)
@@ -239,6 +264,7 @@ void test_register(void)
     CU_add_test(s, "full_line", test_full_line);
     CU_add_test(s, "accepted", test_accepted);
     CU_add_test(s, "refused", test_refused);
+    CU_add_test(s, "qmp", test_qmp);
     CU_add_test(s, "mem_size", test_mem_size);
     CU_add_test(s, "opts_escaping", test_opts_escaping);
 }
