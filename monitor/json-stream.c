@@ -149,7 +149,7 @@ int mon_json_stream_feed(struct mon_json_stream *s, const char *data, size_t len
                 }
                 s->depth++;
                 ret = append_c(s, (char)c);
-            } else if (c == '}' || c == ']') {
+            } else if (c == '}' || c == ']' || ((c == ',' || c == ':') && s->depth == 0)) {
                 if (s->depth == 0) {
                     snprintf(msg, sizeof(msg), "JSON parse error, stray '%c'", c);
                     fail(s, fn, opaque, msg);

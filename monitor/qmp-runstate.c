@@ -85,15 +85,21 @@ static void runstate_changed(struct runstate_notifier *n, enum run_state old,
 }
 
 static struct runstate_notifier notifier = { .changed = runstate_changed };
+static bool notifying;
 
 void qmp_runstate_register(void)
 {
     mon_cmd_register(runstate_cmds, ARRAY_SIZE(runstate_cmds));
-    list_init(&notifier.link);
-    runstate_add_notifier(&notifier);
+    if (!notifying) {
+        runstate_add_notifier(&notifier);
+        notifying = true;
+    }
 }
 
 void qmp_runstate_unregister(void)
 {
-    runstate_remove_notifier(&notifier);
+    if (notifying) {
+        runstate_remove_notifier(&notifier);
+        notifying = false;
+    }
 }

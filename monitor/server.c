@@ -113,20 +113,33 @@ static bool client_flush(struct mon_client *c)
     return true;
 }
 
+char *mon_message_text(json_t *msg, bool pretty, size_t *len)
+{
+    size_t flags = JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER | (pretty ? JSON_INDENT(4) : 0);
+    char *text = json_dumps(msg, flags);
+    if (!text) {
+        return NULL;
+    }
+    size_t n = strlen(text);
+    text = xrealloc(text, n + 3);
+    memcpy(text + n, "\r\n", 3);
+    *len = n + 2;
+    return text;
+}
+
 /* Queue one message (a JSON object and CRLF) and send what the socket takes. */
 static void client_send(struct mon_client *c, json_t *msg)
 {
     if (c->dead) {
         return;
     }
-    size_t flags = JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER | (c->pretty ? JSON_INDENT(4) : 0);
-    char *text = json_dumps(msg, flags);
+    size_t len;
+    char *text = mon_message_text(msg, c->pretty, &len);
     if (!text) {
         log_error("QMP: cannot serialise a reply");
         return;
     }
-    size_t len = strlen(text);
-    if (c->out_len - c->out_off + len + 2 > MON_MAX_OUTPUT) {
+    if (c->out_len - c->out_off + len > MON_MAX_OUTPUT) {
         log_warn("QMP: a client left %zu bytes unread; disconnecting it",
                  c->out_len - c->out_off);
         free(text);
@@ -136,21 +149,22 @@ static void client_send(struct mon_client *c, json_t *msg)
     if (c->out_off > 0 && c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
     }
-    if (c->out_len + len + 2 > c->out_cap) {
+    if (c->out_len + len > c->out_cap) {
         /* Move what is unsent to the front before growing. */
-        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-        c->out_len -= c->out_off;
-        c->out_off = 0;
+        if (c->out_off) {
+            memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+            c->out_len -= c->out_off;
+            c->out_off = 0;
+        }
         size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap < c->out_len + len + 2) {
+        while (cap < c->out_len + len) {
             cap *= 2;
         }
         c->out = xrealloc(c->out, cap);
         c->out_cap = cap;
     }
     memcpy(c->out + c->out_len, text, len);
-    memcpy(c->out + c->out_len + len, "\r\n", 2);
-    c->out_len += len + 2;
+    c->out_len += len;
     free(text);
     if (client_flush(c)) {
         client_update_handler(c);

@@ -56,6 +56,13 @@ void mon_server_close_all(void);
 /* How many clients are connected (all servers), for tests. */
 unsigned mon_server_nr_clients(void);
 
+/*
+ * A message as it goes on the wire: ASCII JSON (", " and ": " between
+ * items, as QEMU writes them; indented by 4 when pretty) and CRLF.  The
+ * caller frees it; *len is its length.
+ */
+char *mon_message_text(json_t *msg, bool pretty, size_t *len);
+
 /* Send an event to every negotiated client (the event sink). */
 void mon_server_broadcast(json_t *event, void *opaque);
 
