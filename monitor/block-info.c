@@ -99,11 +99,16 @@ json_t *mon_block_device_info(struct block_backend *blk, struct block_node *bs, 
                                               "no-flush", !!(bs->open_flags & BDRV_O_NO_FLUSH)));
     json_object_set_new(o, "write_threshold", json_integer(0));
     json_t *bitmaps = bdrv_dirty_bitmaps_info(bs);
-    if (json_array_size(bitmaps)) {
-        json_object_set_new(o, "dirty-bitmaps", bitmaps);
-    } else {
-        json_decref(bitmaps);
+    size_t n = json_array_size(bitmaps);
+    if (n) {
+        /* Newest first, as QEMU lists them. */
+        json_t *newest_first = json_array();
+        for (size_t i = n; i-- > 0;) {
+            json_array_append(newest_first, json_array_get(bitmaps, i));
+        }
+        json_object_set_new(o, "dirty-bitmaps", newest_first);
     }
+    json_decref(bitmaps);
     return o;
 }
 

@@ -66,8 +66,8 @@ static json_t *qmp_bitmap_add(struct mon_session *s, json_t *args, struct mon_er
         return NULL;
     }
     if (persistent && !can_store_bitmaps(bs)) {
-        mon_err_set(err, MON_ERR_GENERIC, "Can't store persistent bitmaps to %s",
-                    bnode_describe(bs));
+        mon_err_set(err, MON_ERR_GENERIC, "Can't store persistent bitmaps to %s: %s",
+                    bs->node_name, strerror(ENOTSUP));
         return NULL;
     }
     struct bdrv_dirty_bitmap *bm = bdrv_create_dirty_bitmap(bs, (uint32_t)g, name, &err->err);
