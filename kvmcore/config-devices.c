@@ -562,8 +562,8 @@ static int not_yet(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err
      * builds dataplane/virtio-scsi on a vpci transport and scsi-hd adds a LUN
      * over the block backend of its drive.
      */
-    err_set(err, "-device %s: this build has no block layer and SCSI target yet, so the "
-            "device cannot be created", dev->type->name);
+    err_set(err, "-device %s: this build has no SCSI target yet, so the device cannot be "
+            "created", dev->type->name);
     return -ENOTSUP;
 }
 
