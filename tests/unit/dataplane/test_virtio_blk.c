@@ -93,6 +93,9 @@ static void fake_init(struct fake *f, bool read_only)
 static void fake_free(struct fake *f)
 {
     f->d->ops->stop(f->d);
+    /* The kick handler's cancelled poll completes on the loop: let it. */
+    while (aio_poll(aio_main_context(), false)) {
+    }
     close(f->setup.kick_fd);
     close(f->setup.call_fd);
     f->d->ops->release(f->d);
