@@ -43,6 +43,7 @@ struct vblk_queue {
     struct aio_context *ctx;
     struct vq vq;
     bool running;                   /* between start and stop */
+    bool polled;                    /* the loop busy-polls us: kicks are off */
     bool stopping;
     struct aio_fd_handler *kick;
     struct aio_poller *poller;
@@ -335,6 +336,25 @@ static bool process_queue(struct vblk_queue *q)
 
 /* ---- Being woken: kicks and polling ------------------------------------ */
 
+/*
+ * Serve the queue.  Unless a poller watches it, the driver's kicks stay
+ * off while we work and are asked for again afterwards; with EVENT_IDX
+ * that also moves avail_event past what we popped, so the next entry
+ * kicks.  Then look once more: an entry may have come in between.
+ */
+static void serve(struct vblk_queue *q)
+{
+    do {
+        if (!q->polled) {
+            vq_set_notification(&q->vq, false);
+        }
+        process_queue(q);
+        if (!q->polled) {
+            vq_set_notification(&q->vq, true);
+        }
+    } while (q->running && vq_has_work(&q->vq));
+}
+
 static void kick_ready(void *opaque)
 {
     struct vblk_queue *q = opaque;
@@ -342,29 +362,31 @@ static void kick_ready(void *opaque)
     if (read(q->dev->vdev.queues[q->index].kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
         return;
     }
-    /* Quiet the driver while we work, then look once more after asking again. */
-    do {
-        vq_set_notification(&q->vq, false);
-        process_queue(q);
-        vq_set_notification(&q->vq, true);
-    } while (q->running && vq_has_work(&q->vq));
+    serve(q);
 }
 
 static bool poll_queue(void *opaque)
 {
     struct vblk_queue *q = opaque;
-    return vq_has_work(&q->vq) && process_queue(q);
+    if (!vq_has_work(&q->vq)) {
+        return false;
+    }
+    serve(q);
+    return true;
 }
 
+/* While the loop busy-polls the queue, the driver need not kick at all. */
 static void poll_begin(void *opaque)
 {
     struct vblk_queue *q = opaque;
+    q->polled = true;
     vq_set_notification(&q->vq, false);
 }
 
 static void poll_end(void *opaque)
 {
     struct vblk_queue *q = opaque;
+    q->polled = false;
     vq_set_notification(&q->vq, true);
 }
 

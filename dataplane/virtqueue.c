@@ -260,10 +260,13 @@ void vq_set_notification(struct vq *vq, bool enable)
         return;
     }
     if (vq->event_idx) {
-        /* Enabled: kick when passing what we have; disabled: leave it behind. */
-        if (enable) {
-            __atomic_store_n(avail_event(vq), vq->last_avail, __ATOMIC_RELAXED);
-        }
+        /*
+         * The driver kicks when its new entries cover avail_event: enabled,
+         * that is the next entry we will pop; disabled, one we already
+         * popped, which no new batch can cover.
+         */
+        uint16_t event = enable ? vq->last_avail : (uint16_t)(vq->last_avail - 1);
+        __atomic_store_n(avail_event(vq), event, __ATOMIC_RELAXED);
     } else {
         uint16_t flags = read16(&vq->used->flags);
         flags = enable ? flags & ~VRING_USED_F_NO_NOTIFY : flags | VRING_USED_F_NO_NOTIFY;

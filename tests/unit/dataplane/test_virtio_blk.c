@@ -16,6 +16,7 @@
 #include "dataplane/virtio-blk.h"
 #include "dataplane/virtqueue.h"
 #include "util/aio.h"
+#include "util/iothread.h"
 
 #define GPA_BASE  0x100000ULL
 #define MEM_SIZE  (4 * MiB)
@@ -48,7 +49,14 @@ static void on_needs_reset(struct virtio_dev *d)
     f->needs_reset++;
 }
 
+static void fake_init_ctx(struct fake *f, bool read_only, struct aio_context *ctx);
+
 static void fake_init(struct fake *f, bool read_only)
+{
+    fake_init_ctx(f, read_only, NULL);
+}
+
+static void fake_init_ctx(struct fake *f, bool read_only, struct aio_context *ctx)
 {
     struct err err = { 0 };
     memset(f, 0, sizeof(*f));
@@ -72,7 +80,8 @@ static void fake_init(struct fake *f, bool read_only)
 
     struct vblk_config cfg = { .name = "vd0", .blk = f->blk, .num_queues = 1,
                                .queue_size = QSIZE, .serial = "spindle-serial-01",
-                               .discard = true, .write_zeroes = true, .read_only = read_only };
+                               .discard = true, .write_zeroes = true, .read_only = read_only,
+                               .queue_ctx = &ctx };
     f->b = vblk_new(&cfg, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f->b);
     f->d = vblk_virtio_dev(f->b);
@@ -318,6 +327,71 @@ static void test_config(void)
     fake_free(&f);
 }
 
+/*
+ * A driver that kicks only when EVENT_IDX says so, against a queue served
+ * by a busy-polling iothread whose window keeps opening and closing: every
+ * request must complete (a device that leaves avail_event behind after
+ * serving with kicks on makes the driver wait forever).
+ */
+static uint16_t avail_event_of(struct fake *f)
+{
+    return __atomic_load_n((uint16_t *)&f->used->ring[QSIZE], __ATOMIC_ACQUIRE);
+}
+
+static void test_event_idx_no_lost_kick(void)
+{
+    struct err err = { 0 };
+    struct iothread_opts io_opts;
+    iothread_opts_default(&io_opts);
+    io_opts.poll_max_ns = 20000;
+    struct iothread *io = iothread_create("vblk-poll", &io_opts, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(io);
+    struct fake f;
+    fake_init_ctx(&f, false, iothread_ctx(io));
+    CU_ASSERT_TRUE(virtio_has_feature(f.d, VIRTIO_F_EVENT_IDX));
+
+    /* Flush requests: no data, so any number can share the header area. */
+    struct hdr *h = (void *)(f.mem + REQ_OFF);
+    *h = (struct hdr){ .type = VIRTIO_BLK_T_FLUSH };
+    for (int i = 0; i < QSIZE / 2; i++) {
+        f.desc[2 * i] = (struct vring_desc){ .addr = GPA_BASE + REQ_OFF, .len = sizeof(*h),
+                                             .flags = VRING_DESC_F_NEXT,
+                                             .next = (uint16_t)(2 * i + 1) };
+        f.desc[2 * i + 1] = (struct vring_desc){ .addr = GPA_BASE + REQ_OFF + 64 + i, .len = 1,
+                                                 .flags = VRING_DESC_F_WRITE };
+    }
+    unsigned seed = test_seed();
+    int rounds = test_sanitized() ? 300 : 2000, stalls = 0;
+    uint16_t idx = 0;
+    for (int r = 0; r < rounds && !stalls; r++) {
+        uint16_t old = idx, n = (uint16_t)(1 + rand_r(&seed) % 8);
+        for (uint16_t k = 0; k < n; k++, idx++) {
+            f.avail->ring[idx % QSIZE] = (uint16_t)(2 * (idx % (QSIZE / 2)));
+        }
+        __atomic_store_n(&f.avail->idx, idx, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        uint16_t ev = avail_event_of(&f);
+        if ((uint16_t)(idx - ev - 1) < (uint16_t)(idx - old)) {
+            uint64_t one = 1;
+            CU_ASSERT_EQUAL(write(f.setup.kick_fd, &one, sizeof(one)), 8);
+        }
+        int64_t deadline = clock_ns() + 2000000000LL;
+        while (__atomic_load_n(&f.used->idx, __ATOMIC_ACQUIRE) != idx) {
+            if (clock_ns() > deadline) {
+                stalls++;
+                break;
+            }
+        }
+        /* Sometimes pause past the poll window, so the loop goes back to sleep. */
+        if (rand_r(&seed) % 4 == 0) {
+            usleep(rand_r(&seed) % 200);
+        }
+    }
+    CU_ASSERT_EQUAL(stalls, 0);
+    fake_free(&f);
+    iothread_destroy(io);
+}
+
 void test_register(void)
 {
     CU_pSuite s = CU_add_suite("virtio_blk", NULL, NULL);
@@ -329,4 +403,5 @@ void test_register(void)
     CU_add_test(s, "short_header", test_short_header);
     CU_add_test(s, "bad_ring", test_bad_ring);
     CU_add_test(s, "config", test_config);
+    CU_add_test(s, "event_idx_no_lost_kick", test_event_idx_no_lost_kick);
 }
