@@ -44,22 +44,21 @@ fi
 
 median() { sort -n | awk '{ a[NR] = $1 } END { if (!NR) print 0; else print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# One VM run: prints "IOPS RSS_KIB".
+# One VM run: prints "IOPS RSS_KIB".  queues: 1, 2 (one iothread), or 2/2
+# (two iothreads, one per queue: spindle's iothread-vq-mapping; QEMU 7.2
+# has no such option, so its two queues share one iothread).
 run_vm() {  # vmm disk-args job queues
-    local vmm=$1 disk=$2 job=$3 nq=$4 out="$work/out"
+    local vmm=$1 disk=$2 job=$3 queues=$4 out="$work/out"
+    local nq=${queues%/*}
     local -a cmd
     if [ "$vmm" = spindle ]; then
         cmd=("$VM")
     else
         cmd=("$QEMU" -bios /usr/share/qemu/qboot.rom)
     fi
-    local iothreads=(-object iothread,id=io0) map=",iothread=io0"
-    if [ "$nq" -eq 2 ]; then
-        iothreads=(-object iothread,id=io0 -object iothread,id=io1)
-        # QEMU 7.2 has no iothread-vq-mapping (it came in 9.0): its queues share io0.
-        if [ "$vmm" = spindle ]; then
-            map=",iothread-vq-mapping.0.iothread=io0,iothread-vq-mapping.1.iothread=io1"
-        fi
+    local iothreads=(-object iothread,id=io0 -object iothread,id=io1) map=",iothread=io0"
+    if [ "$queues" = 2/2 ] && [ "$vmm" = spindle ]; then
+        map=",iothread-vq-mapping.0.iothread=io0,iothread-vq-mapping.1.iothread=io1"
     fi
     # shellcheck disable=SC2086
     "${cmd[@]}" -enable-kvm -cpu host -m 256 -nographic -no-reboot -kernel "$GUEST" \
@@ -76,12 +75,22 @@ run_vm() {  # vmm disk-args job queues
     echo "${iops:-0} ${rss:-0}"
 }
 
-host_fio() {  # file rw iodepth numjobs
+host_fio() {  # file rw iodepth numjobs [busy]
     command -v fio >/dev/null || { echo 0; return; }
+    local hog=""
+    if [ "${5:-}" = busy ]; then
+        # The guest's vCPU spins on one of the two cores: load one the same way.
+        timeout $((secs + 2)) sh -c 'while :; do :; done' &
+        hog=$!
+    fi
     fio --name=host --filename="$1" --direct=1 --ioengine=io_uring --rw="$2" --bs=4k \
         --iodepth="$3" --numjobs="$4" --group_reporting --runtime="$secs" --time_based \
         --output-format=terse 2>/dev/null |
         awk -F';' -v rw="$2" '{ print (rw == "randread") ? $8 : $49 }'
+    if [ -n "$hog" ]; then
+        kill "$hog" 2>/dev/null
+        wait "$hog" 2>/dev/null || true
+    fi
 }
 
 rows=(
@@ -89,10 +98,12 @@ rows=(
     "null|-blockdev driver=null-co,node-name=d0,size=1073741824|rw=randread bs=4k iodepth=32|1"
     "null|-blockdev driver=null-co,node-name=d0,size=1073741824|rw=randwrite bs=4k iodepth=32|1"
     "null|-blockdev driver=null-co,node-name=d0,size=1073741824|rw=randread bs=4k iodepth=32|2"
+    "null|-blockdev driver=null-co,node-name=d0,size=1073741824|rw=randread bs=4k iodepth=32|2/2"
     "raw|-drive if=none,id=d0,file=$raw,format=raw,cache=none,aio=io_uring|rw=randread bs=4k iodepth=1|1"
     "raw|-drive if=none,id=d0,file=$raw,format=raw,cache=none,aio=io_uring|rw=randread bs=4k iodepth=32|1"
     "raw|-drive if=none,id=d0,file=$raw,format=raw,cache=none,aio=io_uring|rw=randwrite bs=4k iodepth=32|1"
     "raw|-drive if=none,id=d0,file=$raw,format=raw,cache=none,aio=io_uring|rw=randread bs=4k iodepth=32|2"
+    "raw|-drive if=none,id=d0,file=$raw,format=raw,cache=none,aio=io_uring|rw=randread bs=4k iodepth=32|2/2"
 )
 if $have_qcow2; then
     rows+=(
@@ -101,29 +112,35 @@ if $have_qcow2; then
     )
 fi
 
-printf '%-6s %-28s %2s %10s %10s %7s %10s %7s %9s %9s\n' disk job q spindle qemu ratio host \
-    s/host "rss-s MiB" "rss-q MiB"
+printf '%-6s %-24s %3s %9s %9s %6s %9s %6s %9s %6s %6s %6s\n' disk job q spindle qemu s/q \
+    host s/host host* s/h* rss-s rss-q
 for row in "${rows[@]}"; do
-    IFS='|' read -r kind disk job nq <<<"$row"
+    IFS='|' read -r kind disk job queues <<<"$row"
+    nq=${queues%/*}
     s_iops=() q_iops=() s_rss=() q_rss=()
     for _ in $(seq "$runs"); do
-        read -r i r < <(run_vm spindle "$disk" "$job" "$nq"); s_iops+=("$i"); s_rss+=("$r")
-        read -r i r < <(run_vm qemu "$disk" "$job" "$nq"); q_iops+=("$i"); q_rss+=("$r")
+        read -r i r < <(run_vm spindle "$disk" "$job" "$queues"); s_iops+=("$i"); s_rss+=("$r")
+        read -r i r < <(run_vm qemu "$disk" "$job" "$queues"); q_iops+=("$i"); q_rss+=("$r")
     done
     s=$(printf '%s\n' "${s_iops[@]}" | median)
     q=$(printf '%s\n' "${q_iops[@]}" | median)
     sr=$(printf '%s\n' "${s_rss[@]}" | median)
     qr=$(printf '%s\n' "${q_rss[@]}" | median)
-    host="-" shr="-"
+    host="-" shr="-" hostb="-" shrb="-"
     if [ "$kind" = raw ]; then
         rw=$(echo "$job" | sed -n 's/.*rw=\([a-z]*\).*/\1/p')
         qd=$(echo "$job" | sed -n 's/.*iodepth=\([0-9]*\).*/\1/p')
         host=$(host_fio "$raw" "$rw" "$qd" "$nq")
+        hostb=$(host_fio "$raw" "$rw" "$qd" "$nq" busy)
         shr=$(awk -v a="$s" -v b="$host" 'BEGIN { printf "%.2f", b ? a / b : 0 }')
+        shrb=$(awk -v a="$s" -v b="$hostb" 'BEGIN { printf "%.2f", b ? a / b : 0 }')
     fi
-    printf '%-6s %-28s %2s %10.0f %10.0f %7.2f %10s %7s %9.0f %9.0f\n' "$kind" \
-        "$(echo "$job" | sed 's/rw=//; s/ bs=/ /; s/ iodepth=/ QD/')" "$nq" "$s" "$q" \
-        "$(awk -v a="$s" -v b="$q" 'BEGIN { print b ? a / b : 0 }')" "$host" "$shr" \
-        "$(awk -v k="$sr" 'BEGIN { print k / 1024 }')" "$(awk -v k="$qr" 'BEGIN { print k / 1024 }')"
+    printf '%-6s %-24s %3s %9.0f %9.0f %6.2f %9s %6s %9s %6s %6.0f %6.0f\n' "$kind" \
+        "$(echo "$job" | sed 's/rw=//; s/ bs=/ /; s/ iodepth=/ QD/')" "$queues" "$s" "$q" \
+        "$(awk -v a="$s" -v b="$q" 'BEGIN { print b ? a / b : 0 }')" "$host" "$shr" "$hostb" \
+        "$shrb" "$(awk -v k="$sr" 'BEGIN { print k / 1024 }')" \
+        "$(awk -v k="$qr" 'BEGIN { print k / 1024 }')"
 done
-echo "guest RAM 256 MiB in both (touched as the guest uses it); RSS sampled at 80% of a run"
+echo "host: the host's fio on the same file; host*: the same with one core kept busy, as the"
+echo "guest's polling vCPU keeps one busy (2-core machine).  rss-s/rss-q: each VMM's RSS in MiB"
+echo "at 80% of a run (guest RAM is 256 MiB in both and touched only as the guest uses it)."
