@@ -39,7 +39,12 @@ linux)
     kernel="$BUILD/linux/vmlinuz"
     initrd="$BUILD/linux/initramfs.cpio.gz"
     if [ ! -e "$kernel" ] || [ ! -e "$initrd" ]; then
-        echo "make run GUEST=linux: build the Linux guest first (tests/guest/linux/build.sh)" >&2
+        echo "== building the Linux guest (Debian's kernel, busybox, fio)"
+        BUILD=$BUILD tests/guest/linux/build.sh
+    fi
+    if ! grep -qE '\b(vmx|svm)\b' /proc/cpuinfo || [ -d /sys/module/kvm_pvm ]; then
+        echo "make run GUEST=linux: this host's KVM has no VMX/SVM (nested kvm_pvm emulates guest" \
+             "ring 0), so Linux cannot boot here; use the default GUEST=blkbench" >&2
         exit 1
     fi
     append="console=ttyS0 quiet spindle.job=verify,randread spindle.runtime=$RUNTIME"
