@@ -366,6 +366,15 @@ void *bnode_blockalign(struct block_node *bs, size_t size);
 void bnode_add_write_notifier(struct block_node *bs, struct bdrv_write_notifier *n);
 void bnode_remove_write_notifier(struct bdrv_write_notifier *n);
 
+/* ---- Fault injection ---------------------------------------------------- */
+
+/*
+ * A driver is about to do the named thing (block/debug-events.h) on bs
+ * (usually its file child's node): a blkdebug node there may arm a fault
+ * for the next request.  One branch when bs is not a blkdebug node.
+ */
+void bnode_debug_event(struct block_node *bs, int event);
+
 /* ---- Information ------------------------------------------------------- */
 
 const char *bnode_format_name(const struct block_node *bs);
