@@ -20,6 +20,9 @@ struct block_backend {
     atomic_int quiesce_counter;
     pthread_mutex_t queue_lock;
     struct co_queue queued;          /* requests held while drained */
+    struct co_queue stopped;         /* requests held after an error with action stop */
+    unsigned stop_gen;               /* bumped when they are released */
+    bool stop_retry;                 /* how they were released */
 
     struct blk_stats stats;
     enum blk_error_policy on_read_error, on_write_error;
@@ -40,6 +43,7 @@ struct block_backend *blk_new(const char *name)
     blk->refcnt = 1;
     pthread_mutex_init(&blk->queue_lock, NULL);
     co_queue_init(&blk->queued);
+    co_queue_init(&blk->stopped);
     blk->on_read_error = BLOCKDEV_ON_ERROR_REPORT;
     blk->on_write_error = BLOCKDEV_ON_ERROR_ENOSPC;
     list_add_tail(&backends, &blk->link);
@@ -295,6 +299,40 @@ void blk_error_action(struct block_backend *blk, enum blk_error_action action, b
     }
     if (error_listener.io_error) {
         error_listener.io_error(blk, action, is_read, e, error_listener.opaque);
+    }
+}
+
+int coroutine_fn blk_co_wait_for_resume(struct block_backend *blk)
+{
+    pthread_mutex_lock(&blk->queue_lock);
+    unsigned gen = blk->stop_gen;
+    while (blk->stop_gen == gen) {
+        co_queue_wait(&blk->stopped, &blk->queue_lock);
+    }
+    bool retry = blk->stop_retry;
+    pthread_mutex_unlock(&blk->queue_lock);
+    return retry ? 0 : -ECANCELED;
+}
+
+void blk_resume_stopped(struct block_backend *blk, bool retry)
+{
+    pthread_mutex_lock(&blk->queue_lock);
+    if (!co_queue_empty(&blk->stopped)) {
+        blk->stop_gen++;
+        blk->stop_retry = retry;
+        co_queue_restart_all(&blk->stopped);
+        if (retry) {
+            blk_iostatus_reset(blk);
+        }
+    }
+    pthread_mutex_unlock(&blk->queue_lock);
+}
+
+void blk_resume_all_stopped(void)
+{
+    struct block_backend *blk;
+    list_for_each(blk, &backends, link) {
+        blk_resume_stopped(blk, true);
     }
 }
 

@@ -85,6 +85,17 @@ enum blk_error_action blk_get_error_action(struct block_backend *blk, bool is_re
 void blk_error_action(struct block_backend *blk, enum blk_error_action action, bool is_read,
                       int error);
 enum blk_iostatus blk_iostatus(const struct block_backend *blk);
+
+/*
+ * rerror/werror=stop: a request whose error action was STOP waits here
+ * until the user resumes the VM (returns 0: retry it) or its device gives
+ * up on it, as on a reset (returns -ECANCELED).  coroutine_fn.
+ */
+int coroutine_fn blk_co_wait_for_resume(struct block_backend *blk);
+/* Wake the requests waiting after a STOP, to retry or to cancel.  Any thread. */
+void blk_resume_stopped(struct block_backend *blk, bool retry);
+/* The VM continues: every backend's stopped requests retry. */
+void blk_resume_all_stopped(void);
 void blk_iostatus_reset(struct block_backend *blk);
 
 struct blk_stats *blk_get_stats(struct block_backend *blk);

@@ -213,6 +213,15 @@ struct block_node *bnode_find(const char *node_name);
 /* Every open node, in creation order; fn returns non-zero to stop. */
 int bnode_foreach(int (*fn)(struct block_node *bs, void *opaque), void *opaque);
 
+/*
+ * A filter node of an internal driver (a job's), not opened from options:
+ * child becomes its "file", it takes child's size, limits and read-only
+ * state.  The caller fills bs->opaque and inserts it with bnode_replace_node.
+ * One reference, owned by the caller.
+ */
+struct block_node *bnode_new_filter(const struct block_driver *drv, struct block_node *child,
+                                    const char *node_name, struct err *err);
+
 /* The child edge of bs named name, or NULL. */
 struct bdrv_child *bnode_child(struct block_node *bs, const char *name);
 
@@ -264,7 +273,8 @@ void bdrv_cache_flags_to_options(json_t *options, int flags);
 /*
  * Quiesce bs: its parents (nodes above, backends, jobs) stop issuing new
  * requests, and this returns once no request is in flight in bs or above.
- * Sections nest.
+ * Sections nest.  Main thread; from a coroutine (a job), the wait runs in
+ * the loop while the coroutine yields.
  */
 void bnode_drained_begin(struct block_node *bs);
 void bnode_drained_end(struct block_node *bs);
@@ -365,6 +375,15 @@ void *bnode_blockalign(struct block_node *bs, size_t size);
 
 void bnode_add_write_notifier(struct block_node *bs, struct bdrv_write_notifier *n);
 void bnode_remove_write_notifier(struct bdrv_write_notifier *n);
+
+/* ---- Fault injection ---------------------------------------------------- */
+
+/*
+ * A driver is about to do the named thing (block/debug-events.h) on bs
+ * (usually its file child's node): a blkdebug node there may arm a fault
+ * for the next request.  One branch when bs is not a blkdebug node.
+ */
+void bnode_debug_event(struct block_node *bs, int event);
 
 /* ---- Information ------------------------------------------------------- */
 

@@ -141,6 +141,9 @@ struct block_driver {
      */
     int (*reopen_rw)(struct block_node *bs, bool writable, struct err *err);
 
+    /* blkdebug: a named event happened above this node (bnode_debug_event). */
+    void (*debug_event)(struct block_node *bs, int event);
+
     /* Format extensions (snapshots, bitmaps, amend) hang off this. */
     const void *format_ops;
 };

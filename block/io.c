@@ -9,6 +9,7 @@
  * driver's maximum transfer, zero-filled past the end of the node, and
  * shown to before-write notifiers.
  */
+#include "block/debug-events.h"
 #include "block/driver.h"
 #include "block/io-internal.h"
 
@@ -397,10 +398,13 @@ static int coroutine_fn aligned_pwritev(struct block_node *bs, int64_t offset, i
         }
     }
     if (flags & BDRV_REQ_ZERO_WRITE) {
+        bnode_debug_event(bs, BLKDBG_PWRITEV_ZERO);
         ret = driver_pwrite_zeroes(bs, offset, bytes, flags);
     } else {
+        bnode_debug_event(bs, BLKDBG_PWRITEV);
         ret = driver_pwritev(bs, offset, bytes, qiov, qiov_offset, flags);
     }
+    bnode_debug_event(bs, BLKDBG_PWRITEV_DONE);
     if (ret == 0) {
         /* Count the write first, so the flush that makes it durable is not skipped. */
         write_done(bs, offset, bytes);
@@ -420,15 +424,19 @@ static int coroutine_fn pad_read_edges(struct block_node *bs, int64_t offset, in
     int ret;
 
     if (pad->head || pad->one_block) {
+        bnode_debug_event(bs, BLKDBG_PWRITEV_RMW_HEAD);
         qiov_init_buf(&q, pad->buf, align);
         ret = bnode_aligned_preadv(bs, offset, align, &q, 0, 0);
+        bnode_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_HEAD);
         if (ret < 0) {
             return ret;
         }
     }
     if (pad->tail && !pad->one_block) {
+        bnode_debug_event(bs, BLKDBG_PWRITEV_RMW_TAIL);
         qiov_init_buf(&q, pad->buf + align, align);
         ret = bnode_aligned_preadv(bs, offset + bytes - align, align, &q, 0, 0);
+        bnode_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_TAIL);
         if (ret < 0) {
             return ret;
         }
@@ -592,12 +600,14 @@ int coroutine_fn bnode_co_flush(struct block_node *bs)
         goto out;       /* nothing written since the last flush */
     }
     if (drv->co_flush_to_os) {
+        bnode_debug_event(bs, BLKDBG_FLUSH_TO_OS);
         ret = drv->co_flush_to_os(bs);
         if (ret < 0) {
             goto out;
         }
     }
     if (drv->co_flush_to_disk && !(bs->open_flags & BDRV_O_NO_FLUSH)) {
+        bnode_debug_event(bs, BLKDBG_FLUSH_TO_DISK);
         ret = drv->co_flush_to_disk(bs);
         if (ret < 0) {
             goto out;

@@ -387,14 +387,52 @@ static bool drain_poll(struct block_node *bs)
     return false;
 }
 
+/*
+ * A coroutine cannot run the loop it lives on: it hands the drain to a
+ * bottom half and yields until the BH has waited.
+ */
+struct co_drain {
+    struct block_node *bs;
+    bool begin;
+    struct coroutine *co;
+};
+
+static void co_drain_bh(void *opaque)
+{
+    struct co_drain *d = opaque;
+    if (d->begin) {
+        bnode_drained_begin(d->bs);
+    } else {
+        bnode_drained_end(d->bs);
+    }
+    co_wake(d->co);
+}
+
+static bool drain_from_coroutine(struct block_node *bs, bool begin)
+{
+    if (!co_in_coroutine()) {
+        return false;
+    }
+    struct co_drain d = { bs, begin, co_self() };
+    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
+    co_yield();
+    return true;
+}
+
 void bnode_drained_begin(struct block_node *bs)
 {
+    if (drain_from_coroutine(bs, true)) {
+        return;
+    }
     do_drained_begin(bs);
     AIO_WAIT_WHILE(drain_poll(bs));
 }
 
 void bnode_drained_end(struct block_node *bs)
 {
+    if (drain_from_coroutine(bs, false)) {
+        return;
+    }
     do_drained_end(bs);
 }
 
@@ -1051,6 +1089,25 @@ int bdrv_create(const char *format, json_t *options, struct err *err)
     struct create_co c = { drv, options, err, 0 };
     co_run_sync(create_entry, &c);
     return c.ret;
+}
+
+struct block_node *bnode_new_filter(const struct block_driver *drv, struct block_node *child,
+                                    const char *node_name, struct err *err)
+{
+    struct block_node *bs = node_new(drv);
+    if (set_node_name(bs, node_name, err) < 0) {
+        node_free(bs);
+        return NULL;
+    }
+    bs->open_flags = child->open_flags;
+    bs->read_only = child->read_only;
+    bs->options = json_pack("{s:s}", "driver", drv->format_name);
+    pstrcpy(bs->filename, sizeof(bs->filename), child->filename);
+    bnode_attach_child(bs, child, "file", BDRV_CHILD_FILE);
+    refresh_limits(bs);
+    bnode_set_size(bs, bnode_getlength(child));
+    list_add_tail(&all_nodes, &bs->all_link);
+    return bs;
 }
 
 /* ---- Reference counts -------------------------------------------------- */

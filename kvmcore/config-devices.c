@@ -6,8 +6,13 @@
  */
 #include <stdio.h>
 
+#include "dataplane/virtio-blk.h"
 #include "kvmcore/config.h"
+#include "kvmcore/machine.h"
 #include "kvmcore/pc.h"
+#include "kvmcore/storage.h"
+#include "kvmcore/virtio-pci.h"
+#include "util/iothread.h"
 
 #define MAX_DEVICE_TYPES 32
 #define VBLK_MAX_QUEUES 1024
@@ -340,16 +345,125 @@ static int vblk_check(const struct kvm_config *c, struct kvm_device_cfg *d, cons
     return ret;
 }
 
+/* A virtio-blk device in the machine: the transport plus the device. */
+struct vblk_dev {
+    struct kvm_machine_dev mdev;
+    struct vpci *pci;
+};
+
+static void vblk_mdev_stop(struct kvm_machine_dev *md)
+{
+    struct vblk_dev *v = md->opaque;
+    vpci_stop(v->pci);
+}
+
+static void vblk_mdev_destroy(struct kvm_machine_dev *md)
+{
+    struct vblk_dev *v = md->opaque;
+    vpci_destroy(v->pci);        /* releases the device and its backend reference */
+    free(v->mdev.name);
+    free(v);
+}
+
+static struct aio_context *iothread_ctx_by_id(const char *id)
+{
+    struct iothread *io = id ? iothread_find(id) : NULL;
+    return io ? iothread_ctx(io) : NULL;
+}
+
+/*
+ * Which loop serves each queue: iothread-vq-mapping (explicit vqs, or
+ * round-robin over its iothreads), else the one iothread, else the main loop.
+ */
+static void vblk_queue_ctxs(const struct kvm_vblk_cfg *c, unsigned nq, struct aio_context **ctx)
+{
+    for (unsigned q = 0; q < nq; q++) {
+        ctx[q] = iothread_ctx_by_id(c->iothread);
+    }
+    if (!c->vq_mapping) {
+        return;
+    }
+    size_t n = json_array_size(c->vq_mapping), i;
+    json_t *e;
+    bool explicit = json_object_get(json_array_get(c->vq_mapping, 0), "vqs") != NULL;
+    if (!explicit) {
+        for (unsigned q = 0; q < nq; q++) {
+            json_t *entry = json_array_get(c->vq_mapping, q % n);
+            ctx[q] = iothread_ctx_by_id(json_string_value(json_object_get(entry, "iothread")));
+        }
+        return;
+    }
+    json_array_foreach(c->vq_mapping, i, e) {
+        struct aio_context *io = iothread_ctx_by_id(json_string_value(json_object_get(e,
+                                                                                    "iothread")));
+        size_t k;
+        json_t *vq;
+        json_array_foreach(json_object_get(e, "vqs"), k, vq) {
+            json_int_t qn = json_integer_value(vq);
+            if (qn >= 0 && (unsigned)qn < nq) {
+                ctx[qn] = io;
+            }
+        }
+    }
+}
+
 static int vblk_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err)
 {
-    /*
-     * The integration point: with the block layer in, this opens the
-     * backend for cfg->drive, builds dataplane/virtio-blk over it and puts
-     * it on a virtio-pci transport (vpci_create) in the machine.
-     */
-    err_set(err, "-device virtio-blk-pci: this build has no block layer yet, so the "
-            "device cannot be created");
-    return -ENOTSUP;
+    static unsigned count;
+    const struct kvm_vblk_cfg *c = dev->cfg;
+    char name[64], what[96];
+    unsigned nq = c->num_queues ? c->num_queues : m->cfg->smp;
+
+    snprintf(name, sizeof(name), "%s", c->id ? c->id : "");
+    if (!name[0]) {
+        snprintf(name, sizeof(name), "virtio-blk%u", count);
+    }
+    count++;
+    snprintf(what, sizeof(what), "-device virtio-blk-pci,id=%s", name);
+    struct block_backend *blk = kvm_storage_backend(&m->storage, c->drive, what, err);
+    if (!blk) {
+        return -EINVAL;
+    }
+    blk_set_dev_name(blk, name);
+    if (!c->write_cache) {
+        blk_set_write_cache(blk, false);
+    }
+    struct aio_context **ctx = xcalloc(nq, sizeof(*ctx));
+    vblk_queue_ctxs(c, nq, ctx);
+    struct vblk_config vc = {
+        .name = name,
+        .blk = blk,
+        .num_queues = nq,
+        .queue_size = c->queue_size,
+        .queue_ctx = ctx,
+        .serial = c->serial,
+        .logical_block_size = c->logical_block_size,
+        .physical_block_size = c->physical_block_size,
+        .discard = c->discard,
+        .write_zeroes = c->write_zeroes,
+        .read_only = blk_node(blk)->read_only,
+    };
+    struct vblk *b = vblk_new(&vc, err);
+    free(ctx);
+    blk_unref(blk);                   /* the device holds its own reference */
+    if (!b) {
+        err_prepend(err, "%s: ", what);
+        return -EINVAL;
+    }
+    struct vblk_dev *v = xzalloc(sizeof(*v));
+    v->pci = vpci_create(&m->pci, &m->vm, &m->ram.mem, vblk_virtio_dev(b), c->pci_slot, name,
+                         err);
+    if (!v->pci) {
+        vblk_virtio_dev(b)->ops->release(vblk_virtio_dev(b));
+        free(v);
+        return -EINVAL;
+    }
+    v->mdev.name = xstrdup(name);
+    v->mdev.stop = vblk_mdev_stop;
+    v->mdev.destroy = vblk_mdev_destroy;
+    v->mdev.opaque = v;
+    kvm_machine_add_dev(m, &v->mdev);
+    return 0;
 }
 
 static const struct kvm_dev_type vblk_type = {
@@ -448,8 +562,8 @@ static int not_yet(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err
      * builds dataplane/virtio-scsi on a vpci transport and scsi-hd adds a LUN
      * over the block backend of its drive.
      */
-    err_set(err, "-device %s: this build has no block layer and SCSI target yet, so the "
-            "device cannot be created", dev->type->name);
+    err_set(err, "-device %s: this build has no SCSI target yet, so the device cannot be "
+            "created", dev->type->name);
     return -ENOTSUP;
 }
 

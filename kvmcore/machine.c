@@ -285,6 +285,11 @@ int kvm_machine_init(struct kvm_machine *m, struct kvm_config *cfg, struct err *
     m->pci_ready = true;
     m->pci.rcr_write = rcr_write;
     m->pci.rcr_opaque = m;
+    ret = kvm_storage_open(&m->storage, cfg, err);
+    m->storage_open = true;
+    if (ret < 0) {
+        return ret;
+    }
     ret = create_devices(m, err);
     if (ret < 0) {
         return ret;
@@ -497,6 +502,10 @@ void kvm_machine_cleanup(struct kvm_machine *m)
     list_for_each_safe(d, tmp, &m->devs, link) {
         list_del(&d->link);
         d->destroy(d);
+    }
+    if (m->storage_open) {
+        kvm_storage_close(&m->storage);
+        m->storage_open = false;
     }
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
         vcpu_destroy(&m->vcpus[i]);

@@ -23,6 +23,7 @@
 #include "kvmcore/boot.h"
 #include "kvmcore/bus.h"
 #include "kvmcore/config.h"
+#include "kvmcore/storage.h"
 #include "kvmcore/kvm.h"
 #include "kvmcore/pc.h"
 #include "kvmcore/pci.h"
@@ -59,6 +60,8 @@ struct kvm_machine {
     bool has_serial;
     int serial_out_fd;            /* owned when the output is a file */
     struct pci_host pci;
+    struct kvm_storage storage;   /* -blockdev nodes and -drive backends */
+    bool storage_open;
     bool pci_ready;
     struct list_node devs;        /* struct kvm_machine_dev */
     struct kvm_boot_image kernel, initrd;

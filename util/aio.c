@@ -20,6 +20,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "util/completion.h"
 #include "util/coroutine.h"
 #include "util/log.h"
 
@@ -875,15 +876,14 @@ void aio_wait_kick(void)
 struct run_on {
     void (*fn)(void *opaque);
     void *opaque;
-    atomic_bool done;
+    struct completion done;
 };
 
 static void run_on_bh(void *opaque)
 {
     struct run_on *r = opaque;
     r->fn(r->opaque);
-    atomic_store(&r->done, true);
-    aio_wait_kick();
+    completion_signal(&r->done);
 }
 
 void aio_run_on(struct aio_context *ctx, void (*fn)(void *opaque), void *opaque)
@@ -893,6 +893,8 @@ void aio_run_on(struct aio_context *ctx, void (*fn)(void *opaque), void *opaque)
         return;
     }
     struct run_on r = { .fn = fn, .opaque = opaque };
+    completion_init(&r.done);
     aio_bh_schedule_oneshot(ctx, run_on_bh, &r);
-    AIO_WAIT_WHILE(!atomic_load(&r.done));
+    completion_wait(&r.done);
+    completion_destroy(&r.done);
 }

@@ -200,8 +200,8 @@ void aio_wait_kick(void);
     } while (0)
 
 /*
- * Run fn(opaque) on ctx's thread and wait for it to return.  From the main
- * thread only (it runs the main loop while waiting).
+ * Run fn(opaque) on ctx's thread and wait for it to return.  Any thread;
+ * the main thread keeps running its loop while it waits.
  */
 void aio_run_on(struct aio_context *ctx, void (*fn)(void *opaque), void *opaque);
 

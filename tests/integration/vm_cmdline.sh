@@ -41,11 +41,14 @@ refuse "kernel /etc/hostname: neither an ELF (with a PVH entry note) nor a Linux
 refuse "initrd /nonexistent: No such file or directory" "${k[@]}" -initrd /nonexistent
 refuse "kernel /bin/true: ELF type 3 is not an executable" -kernel /bin/true
 refuse "-smp: property 'cpus' must be between 1 and 254, not 1000" "${k[@]}" -smp 1000
-# The storage options parse, but the device needs the block layer (the integration point).
-refuse "-device virtio-blk-pci: this build has no block layer yet" "${k[@]}" \
+# A drive that cannot be opened is refused, naming it.
+refuse "-drive id=d0: Could not open '/nonexistent.img': No such file or directory" "${k[@]}" \
+    -drive if=none,id=d0,file=/nonexistent.img,format=raw -device virtio-blk-pci,drive=d0
+refuse "-drive id=d0: '/dev/null' is not a regular file or a block device" "${k[@]}" \
     -drive if=none,id=d0,file=/dev/null,format=raw -device virtio-blk-pci,drive=d0,num-queues=2
-refuse "-device virtio-scsi-pci: this build has no block layer and SCSI target yet" "${k[@]}" \
-    -drive if=none,id=d0,file=/dev/null -device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=d0,bus=scsi0.0
+truncate -s 1M "$tmp/disk.raw"
+refuse "-device virtio-scsi-pci: this build has no SCSI target yet" "${k[@]}" \
+    -drive if=none,id=d0,file="$tmp/disk.raw",format=raw -device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=d0,bus=scsi0.0
 refuse "-device scsi-hd: bus 'scsi9.0' is not the bus of a -device virtio-scsi-pci,id=scsi9" "${k[@]}" \
     -drive if=none,id=d0,file=/dev/null -device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=d0,bus=scsi9.0
 

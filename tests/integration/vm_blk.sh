@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# blkbench on spindle-vm with real virtio-blk devices over the block layer:
+# raw and null disks, one and two queues on one and two iothreads, write +
+# verify, a second boot that verifies what the first one wrote, the guest's
+# exit status reaching the host, and the image checked from the host.
+set -u
+. "$(dirname "$0")/lib/vm.sh"
+vm_require vm_blk
+command -v qemu-io >/dev/null || { skip vm_blk "qemu-io is not installed"; exit 0; }
+
+common=(-enable-kvm -cpu host -m 256 -nographic -no-reboot -kernel "$BLKBENCH" -device isa-debug-exit)
+failures=0
+boot() {  # name append args...
+    local name=$1 append=$2
+    shift 2
+    vm_run "$tmp/$name" 60 "$VM" "${common[@]}" -append "$append" "$@"
+}
+ok_boot() {  # name: the guest said DONE status=0 and exited with it
+    expect "$1" '[ "$rc" -eq 1 ] && grep -q "^BLKBENCH-DONE status=0" "$tmp/$1.out"' \
+        "exit $rc: $(grep -E 'ERROR|DONE|RESULT' "$tmp/$1.out" | head -3) $(head -c 300 "$tmp/$1.err")"
+}
+
+qemu-img create -q -f raw "$tmp/disk.raw" 64M
+
+# One queue, one iothread: write and verify, then a random read job.
+boot raw1 "rw=write bs=64k size=32M verify=pattern -- rw=randread bs=4k iodepth=16 runtime=1" \
+    -drive if=none,id=d0,file="$tmp/disk.raw",format=raw,cache=none,aio=io_uring \
+    -object iothread,id=io0 -device virtio-blk-pci,drive=d0,iothread=io0
+ok_boot raw1
+expect raw1-iops 'grep -q "job=1.*iops=[1-9]" "$tmp/raw1.out"' "no IOPS from the read job"
+
+# A second boot verifies what the first one wrote: it reached the image.
+boot raw1-again "rw=read bs=64k size=32M verify=pattern" \
+    -drive if=none,id=d0,file="$tmp/disk.raw",format=raw -device virtio-blk-pci,drive=d0
+ok_boot raw1-again
+
+# Two queues on two iothreads, random writes with verification, each job on its queue.
+boot raw2 "rw=randwrite bs=4k iodepth=8 size=16M runtime=1 numjobs=2 verify=pattern" \
+    -drive if=none,id=d0,file="$tmp/disk.raw",format=raw,cache=none,aio=native \
+    -object iothread,id=ioa -object iothread,id=iob \
+    -device '{"driver":"virtio-blk-pci","drive":"d0","num-queues":2,"iothread-vq-mapping":[{"iothread":"ioa"},{"iothread":"iob"}]}'
+ok_boot raw2
+expect raw2-queues '[ "$(grep -c "BLKBENCH-RESULT.*queue=[01] " "$tmp/raw2.out")" -eq 2 ]' \
+    "expected a result per queue"
+
+# -blockdev graph (file + raw), aio=threads, the main loop serving the queue.
+boot blockdev "rw=randrw bs=4k iodepth=4 size=8M runtime=1 verify=pattern" \
+    -blockdev driver=file,node-name=f0,filename="$tmp/disk.raw",aio=threads \
+    -blockdev driver=raw,node-name=r0,file=f0 -device virtio-blk-pci,drive=r0
+ok_boot blockdev
+
+# A null disk: reads and writes go nowhere, quickly.
+boot null "rw=randread bs=4k iodepth=32 runtime=1" \
+    -blockdev driver=null-co,node-name=n0,size=1073741824 -object iothread,id=io0 \
+    -device virtio-blk-pci,drive=n0,iothread=io0,num-queues=1,queue-size=256
+ok_boot null
+
+# A verify failure inside the guest reaches the host as the exit status.
+qemu-io -f raw -c "write -P 0x66 1M 64k" "$tmp/disk.raw" >/dev/null
+boot corrupt "rw=read bs=64k size=32M verify=pattern" \
+    -drive if=none,id=d0,file="$tmp/disk.raw",format=raw -device virtio-blk-pci,drive=d0
+expect corrupt '[ "$rc" -eq 3 ] && grep -q "BLKBENCH-DONE status=1" "$tmp/corrupt.out"' \
+    "exit $rc (want 3: the guest found the corruption)"
+
+# The image is a plain raw file the host tools still read.
+expect host-reads 'qemu-io -f raw -c "read -P 0x66 1M 64k" "$tmp/disk.raw" >/dev/null' \
+    "qemu-io could not read back what the host wrote"
