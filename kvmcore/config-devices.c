@@ -407,11 +407,31 @@ static void vblk_queue_ctxs(const struct kvm_vblk_cfg *c, unsigned nq, struct ai
     }
 }
 
+/*
+ * The device's path as QEMU's query-block reports it ("qdev"): under
+ * /machine/peripheral by id, or /machine/peripheral-anon/device[N] for the
+ * Nth -device without an id; child names the part that holds the drive.
+ */
+static const char *qdev_path(const struct kvm_config *c, const struct kvm_device_cfg *dev,
+                             const char *child, char *buf, size_t size)
+{
+    if (dev->id) {
+        snprintf(buf, size, "/machine/peripheral/%s/%s", dev->id, child);
+        return buf;
+    }
+    unsigned anon = 0;
+    for (unsigned i = 0; i < c->nr_devices && &c->devices[i] != dev; i++) {
+        anon += !c->devices[i].id;
+    }
+    snprintf(buf, size, "/machine/peripheral-anon/device[%u]/%s", anon, child);
+    return buf;
+}
+
 static int vblk_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct err *err)
 {
     static unsigned count;
     const struct kvm_vblk_cfg *c = dev->cfg;
-    char name[64], what[96];
+    char name[64], what[96], qdev[160];
     unsigned nq = c->num_queues ? c->num_queues : m->cfg->smp;
 
     snprintf(name, sizeof(name), "%s", c->id ? c->id : "");
@@ -424,7 +444,7 @@ static int vblk_create(struct kvm_machine *m, struct kvm_device_cfg *dev, struct
     if (!blk) {
         return -EINVAL;
     }
-    blk_set_dev_name(blk, name);
+    blk_set_dev_name(blk, qdev_path(m->cfg, dev, "virtio-backend", qdev, sizeof(qdev)));
     if (!c->write_cache) {
         blk_set_write_cache(blk, false);
     }

@@ -1,21 +1,22 @@
 /* -blockdev and -drive: the VM's block graph. */
 #include "kvmcore/storage.h"
 
+#include "block/blockdev.h"
 #include "util/opts.h"
 
-static int open_blockdevs(struct kvm_storage *st, const struct kvm_config *cfg, struct err *err)
+/*
+ * -blockdev nodes take the path QMP blockdev-add and spindle-sd's
+ * --blockdev take (block/blockdev.h): the user's nodes, which
+ * blockdev-del may remove and blockdev_close_all closes.
+ */
+static int open_blockdevs(const struct kvm_config *cfg, struct err *err)
 {
-    st->nodes = xcalloc(cfg->nr_blockdevs ? cfg->nr_blockdevs : 1, sizeof(*st->nodes));
     for (unsigned i = 0; i < cfg->nr_blockdevs; i++) {
         const struct kvm_blockdev_cfg *b = &cfg->blockdevs[i];
-        bool ro = false;
-        opts_get_bool(b->options, "read-only", &ro, NULL);
-        st->nodes[i] = bnode_open(NULL, b->options, ro ? 0 : BDRV_O_RDWR, err);
-        if (!st->nodes[i]) {
+        if (!blockdev_add(b->options, err)) {
             err_prepend(err, "-blockdev node-name=%s: ", b->node_name ? b->node_name : "?");
             return -EINVAL;
         }
-        st->nr_nodes++;
     }
     return 0;
 }
@@ -70,7 +71,7 @@ out:
 int kvm_storage_open(struct kvm_storage *st, const struct kvm_config *cfg, struct err *err)
 {
     memset(st, 0, sizeof(*st));
-    int ret = open_blockdevs(st, cfg, err);
+    int ret = open_blockdevs(cfg, err);
     if (ret < 0) {
         return ret;
     }
@@ -92,13 +93,9 @@ void kvm_storage_close(struct kvm_storage *st)
         blk_flush(st->drives[i]);
         blk_unref(st->drives[i]);
     }
-    /* Later -blockdev nodes may hold earlier ones: release in reverse. */
-    for (unsigned i = st->nr_nodes; i > 0; i--) {
-        bnode_flush(st->nodes[i - 1]);
-        bnode_unref(st->nodes[i - 1]);
-    }
+    /* -blockdev and blockdev-add nodes, newest first, flushed; devices are gone by now. */
+    blockdev_close_all();
     free(st->drives);
-    free(st->nodes);
     memset(st, 0, sizeof(*st));
 }
 

@@ -1,7 +1,8 @@
 /*
- * The VM's storage: the nodes of -blockdev and the backends of -drive,
- * opened before any device and closed after the last one, and the backend
- * a device's drive= property names.
+ * The VM's storage: the nodes of -blockdev (held by block/blockdev.h, as
+ * blockdev-add's are) and the backends of -drive, opened before any device
+ * and closed after the last one, and the backend a device's drive=
+ * property names.
  */
 #ifndef SPINDLE_KVMCORE_STORAGE_H
 #define SPINDLE_KVMCORE_STORAGE_H
@@ -10,8 +11,6 @@
 #include "kvmcore/config.h"
 
 struct kvm_storage {
-    struct block_node **nodes;        /* -blockdev, in command-line order */
-    unsigned nr_nodes;
     struct block_backend **drives;    /* -drive, named by their id */
     unsigned nr_drives;
 };

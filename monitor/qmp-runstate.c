@@ -65,6 +65,8 @@ static void runstate_changed(struct runstate_notifier *n, enum run_state old,
     switch (new_state) {
     case RUN_STATE_RUNNING:
         mon_event_emit("RESUME", NULL);
+        /* Requests a `stop` error policy held (rerror/werror=stop) are retried now. */
+        blk_resume_all_stopped();
         break;
     case RUN_STATE_SHUTDOWN: {
         enum shutdown_cause cause = runstate_shutdown_cause();

@@ -1,7 +1,6 @@
 /* The monitor around spindle-vm's machine; see vm.h. */
 #include "monitor/vm.h"
 
-#include "block/blockdev.h"
 #include "monitor/monitor.h"
 
 static int vm_start(struct kvm_machine *m, struct err *err)
@@ -19,7 +18,6 @@ static int vm_start(struct kvm_machine *m, struct err *err)
 static void vm_stop(struct kvm_machine *m)
 {
     mon_cleanup();
-    blockdev_close_all();
 }
 
 const struct kvm_vm_hooks mon_vm_hooks = {

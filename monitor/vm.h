@@ -1,8 +1,9 @@
 /*
  * The monitor around spindle-vm's machine: kvm_vm_main's hooks start the
  * monitor on the -qmp sockets once the machine is built, and flush and
- * close it after the VM has ended (SHUTDOWN sent), dropping the nodes
- * blockdev-add made.
+ * close it after the VM has ended (SHUTDOWN sent).  The nodes blockdev-add
+ * made are closed with the -blockdev ones, after the devices
+ * (kvmcore/storage.c).
  *
  *     return kvm_vm_main(argc, argv, &mon_vm_hooks);
  */

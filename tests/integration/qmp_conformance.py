@@ -17,10 +17,12 @@ qemu-storage-daemon beside it with the same command line, and checks:
     block_resize, dirty bitmaps (add, merge, clear, enable, disable, remove),
     blockdev-create;
   - the run state: quit with SHUTDOWN, SIGTERM, --pidfile/--daemonize,
-    --export refused; and on spindle-vm (tests/spindle-vm-test with
-    blkbench running on x-test-blk-pci): -S, stop and cont with STOP and
-    RESUME and their timestamps, the vCPU threads really gone while paused,
-    quit with SHUTDOWN.
+    --export refused; and on spindle-vm (blkbench reading a raw disk on
+    virtio-blk-pci): -S, stop and cont with STOP and RESUME and their
+    timestamps, the vCPU threads gone and no guest I/O while paused,
+    query-block / query-blockstats against qemu-system-x86_64's for the same
+    -drive and -device, a write failing under werror=enospc (blkdebug):
+    BLOCK_IO_ERROR, STOP, io-error, and cont retrying it; quit with SHUTDOWN.
 
 Python 3 standard library only.  One PASS:/FAIL:/SKIP: line per check.
 Every process it starts is killed by its PID at the end.
@@ -40,7 +42,7 @@ import time
 
 BUILD = os.environ.get('BUILD', 'build')
 SD = os.path.join(BUILD, 'spindle-sd')
-VM = os.path.join(BUILD, 'tests', 'spindle-vm-test')
+VM = os.path.join(BUILD, 'spindle-vm')
 BLKBENCH = os.path.join(BUILD, 'guest', 'blkbench.elf')
 QSD = shutil.which('qemu-storage-daemon')
 TIMEOUT = 10.0
@@ -162,6 +164,15 @@ class Qmp:
                 if 'event' in msg:
                     self.events.append(msg)
         except (QmpError, OSError):
+            return False
+
+    def closed(self, timeout=TIMEOUT):
+        """Whether the server hung up (EOF or a reset) within timeout."""
+        try:
+            return self.at_eof(timeout) or self.read(0.1) is None
+        except OSError:
+            return True
+        except QmpError:
             return False
 
     def close(self):
@@ -455,11 +466,16 @@ def leaving_checks(sd, top):
             q.send(chunk)
     except OSError:
         cut = True
-    r = q.reply(5) if not cut else None
-    eof = q.at_eof(5)
+    # The server sends an error and hangs up; a reset may overtake the error.
+    r = None
+    try:
+        r = q.reply(5)
+    except OSError:
+        cut = True
+    gone = cut or q.closed(5)
     r2 = other.cmd('query-status')
-    check('endless_input_disconnected', eof and 'return' in r2 and
-          (cut or (r and 'error' in r)), f'{r} eof={eof} {r2}')
+    check('endless_input_disconnected', gone and (r is None or 'error' in r) and
+          'return' in r2 and sd.proc.poll() is None, f'{r} gone={gone} {r2}')
     q.close()
     other.close()
 
@@ -721,6 +737,21 @@ def vcpu_threads(pid, want=None):
         time.sleep(0.02)
 
 
+def VM_DISK(d):
+    """The disk both VMs get: a raw -drive on virtio-blk-pci."""
+    return ['-drive', f'if=none,id=d0,file={d}/disk.raw,format=raw',
+            '-device', 'virtio-blk-pci,drive=d0,id=vd0']
+
+
+def stats_keys(v):
+    """query-blockstats with every statistic's value taken out (the guest ran on one)."""
+    if isinstance(v, dict):
+        return {k: (sorted(x) if k == 'stats' else stats_keys(x)) for k, x in v.items()}
+    if isinstance(v, list):
+        return [stats_keys(x) for x in v]
+    return v
+
+
 def auto_names(v):
     """v with the automatic node names (#blockNNN) made equal."""
     if isinstance(v, dict):
@@ -749,9 +780,9 @@ def vm_query_block(q, d, top):
     os.mkdir(qd)
     make_image(os.path.join(qd, 'disk.raw'), 16 << 20)
     sock = os.path.join(qd, 'qmp.sock')
-    start([qemu, '-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp',
-           f'unix:{sock},server=on,wait=off', '-drive',
-           f'if=none,id=d0,file={qd}/disk.raw,format=raw'])
+    # Paused before its firmware runs: only the devices and drives matter here.
+    start([qemu, '-S', '-nodefaults', '-display', 'none', '-qmp',
+           f'unix:{sock},server=on,wait=off'] + VM_DISK(qd))
     qq = Qmp(sock)
     for cmd in ('query-block', 'query-blockstats'):
         a = auto_names(normalise(q.cmd(cmd)['return'], d))
@@ -760,13 +791,70 @@ def vm_query_block(q, d, top):
             for e in a + b:
                 e.pop('driver-specific', None)
                 e.get('parent', {}).pop('driver-specific', None)
+                # Histograms and the idle time come with use; the guest used ours.
                 for k in ('idle_time_ns', 'rd_latency_histogram', 'wr_latency_histogram',
                           'flush_latency_histogram'):
                     e['stats'].pop(k, None)
+            a, b = stats_keys(a), stats_keys(b)
         dd = diff(a, b)
         check(f'vm_{cmd.replace("-", "_")}_as_qemu', dd is None, dd)
     qq.cmd('quit')
     qq.close()
+
+
+def guest_reads(q):
+    """The reads the guest has done on d0 (query-blockstats)."""
+    for e in q.cmd('query-blockstats').get('return', []):
+        if e.get('device') == 'd0':
+            return e['stats']['rd_operations']
+    return -1
+
+
+def vm_io_error(top):
+    """werror=enospc: a write fails with ENOSPC, BLOCK_IO_ERROR then STOP, cont retries it."""
+    d = os.path.join(top, 'vm-io-error')
+    os.mkdir(d)
+    make_image(os.path.join(d, 'disk.raw'), 16 << 20)
+    sock = os.path.join(d, 'qmp.sock')
+    vm = start([VM, '-enable-kvm', '-cpu', 'host', '-m', '128', '-nographic', '-no-reboot',
+                '-S', '-kernel', BLKBENCH, '-append', 'rw=randwrite bs=4k runtime=600',
+                '-drive', f'if=none,id=d0,file=blkdebug::{d}/disk.raw,format=raw,werror=enospc,'
+                'file.inject-error.0.event=pwritev,file.inject-error.0.errno=28,'
+                'file.inject-error.0.once=on',
+                '-device', 'virtio-blk-pci,drive=d0,id=vd0', '-serial', 'none',
+                '-qmp', f'unix:{sock},server=on,wait=off'])
+    q = Qmp(sock)
+    q.cmd('cont')
+    q.wait_event('RESUME', 5)
+    err = q.wait_event('BLOCK_IO_ERROR', 20)
+    stop = q.wait_event('STOP', 5)
+    order = [e['event'] for e in q.events]
+    st = q.cmd('query-status').get('return', {})
+    blk = q.cmd('query-block').get('return', [{}])[0]
+    data = (err or {}).get('data', {})
+    check('vm_block_io_error_event',
+          err is not None and data.get('device') == 'd0' and data.get('operation') == 'write' and
+          data.get('action') == 'stop' and data.get('nospace') is True and
+          data.get('reason') == 'No space left on device' and
+          data.get('node-name', '').startswith('#block'), json.dumps(err))
+    ts = lambda e: e['timestamp']['seconds'] * 10**6 + e['timestamp']['microseconds']
+    check('vm_io_error_stops', stop is not None and err is not None and ts(err) <= ts(stop) and
+          'RESUME' not in order and st.get('status') == 'io-error' and
+          blk.get('io-status') == 'nospace', f'{stop} {st} {blk.get("io-status")}')
+    before = q.cmd('query-blockstats')['return'][0]['stats']['wr_operations']
+    r = q.cmd('cont')
+    ev = q.wait_event('RESUME', 5)
+    time.sleep(0.5)
+    after = q.cmd('query-blockstats')['return'][0]['stats']
+    blk = q.cmd('query-block').get('return', [{}])[0]
+    check('vm_io_error_cont_retries', r == {'return': {}} and ev is not None and
+          after['wr_operations'] > before and after['failed_wr_operations'] == 1 and
+          blk.get('io-status') == 'ok' and q.cmd('query-status')['return']['running'],
+          f'{r} {ev} {before} {after["wr_operations"]} {blk.get("io-status")}')
+    q.cmd('quit')
+    q.at_eof(5)
+    check('vm_io_error_quit', wait_exit(vm) == 0)
+    q.close()
 
 
 def vm_checks(top):
@@ -784,9 +872,8 @@ def vm_checks(top):
     make_image(os.path.join(d, 'disk.raw'), 16 << 20)
     vm = start([VM, '-enable-kvm', '-cpu', 'host', '-m', '128', '-smp', '2', '-nographic',
                 '-no-reboot', '-S', '-kernel', BLKBENCH, '-append',
-                'rw=randread bs=4k iodepth=4 runtime=600', '-device', 'x-test-blk-pci,size=16M',
-                '-serial', f'file:{serial}', '-qmp', f'unix:{sock},server=on,wait=off',
-                '-drive', f'if=none,id=d0,file={d}/disk.raw,format=raw'])
+                'rw=randread bs=4k iodepth=4 runtime=600'] + VM_DISK(d) +
+               ['-serial', f'file:{serial}', '-qmp', f'unix:{sock},server=on,wait=off'])
     try:
         q = Qmp(sock)
     except (OSError, QmpError) as e:
@@ -817,6 +904,10 @@ def vm_checks(top):
         ok = before - 0.01 <= ts <= after + 0.01
     check('vm_stop', ok and st == {'status': 'paused', 'singlestep': False, 'running': False}
           and vcpu_threads(vm.pid, 0) == 0, f'{r} {ev} {st} vcpus={vcpu_threads(vm.pid)}')
+    # Paused means paused: the guest's reads stop, and go on after cont.
+    reads = [guest_reads(q)]
+    time.sleep(0.5)
+    reads.append(guest_reads(q))
     r = q.cmd('stop')
     check('vm_stop_while_paused', r == {'return': {}} and q.wait_event('STOP', 0.3) is None)
     before = time.time()
@@ -829,6 +920,10 @@ def vm_checks(top):
         ok = before - 0.01 <= ts <= after + 0.01
     check('vm_cont', ok and q.cmd('query-status')['return']['status'] == 'running' and
           vcpu_threads(vm.pid, 2) == 2, f'{r} {ev}')
+    time.sleep(0.5)
+    reads.append(guest_reads(q))
+    check('vm_no_io_while_paused', reads[0] > 0 and reads[0] == reads[1] and reads[2] > reads[1],
+          f'reads {reads}')
     vm_query_block(q, d, top)
     r = q.cmd('quit')
     ev = q.wait_event('SHUTDOWN', 5)
@@ -838,6 +933,7 @@ def vm_checks(top):
           ev.get('data') == {'guest': False, 'reason': 'host-qmp-quit'} and eof and rc == 0,
           f'{r} {ev} eof={eof} rc={rc}')
     q.close()
+    vm_io_error(top)
 
 
 def main():
