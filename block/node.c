@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <stdio.h>
 
+#include "block/dirty-bitmap.h"
 #include "util/aio.h"
 #include "util/log.h"
 #include "util/opts.h"
@@ -1123,6 +1124,11 @@ static void node_close(struct block_node *bs)
     bnode_drained_begin(bs);
     if (bs->drv->close) {
         bs->drv->close(bs);
+    }
+    /* Bitmaps still here (users', left behind): the driver stored what it keeps. */
+    while (!list_empty(&bs->dirty_bitmaps)) {
+        bdrv_release_dirty_bitmap(
+            list_first(&bs->dirty_bitmaps, struct bdrv_dirty_bitmap, link));
     }
     while (!list_empty(&bs->children)) {
         bnode_detach_child(list_entry(bs->children.next, struct bdrv_child, parent_link));

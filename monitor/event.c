@@ -92,7 +92,11 @@ void mon_event_emit(const char *name, json_t *data)
 {
     json_t *ev = mon_event_build(name, data, clock_realtime_ns());
 
-    if (aio_in_main_thread() || !deliver_bh) {
+    if (!deliver_bh && !aio_in_main_thread()) {
+        json_decref(ev);         /* no monitor started: nobody to tell */
+        return;
+    }
+    if (aio_in_main_thread()) {
         deliver_queued(NULL);
         deliver(ev);
         return;

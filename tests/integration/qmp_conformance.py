@@ -41,7 +41,7 @@ import tempfile
 import time
 
 BUILD = os.environ.get('BUILD', 'build')
-SD = os.path.join(BUILD, 'spindle-sd')
+SD = os.path.join(BUILD, "spindle-sd")
 VM = os.path.join(BUILD, 'spindle-vm')
 BLKBENCH = os.path.join(BUILD, 'guest', 'blkbench.elf')
 QSD = shutil.which('qemu-storage-daemon')
@@ -444,7 +444,11 @@ def leaving_checks(sd, top):
     q = Qmp(sd.sock)
     q.send(json.dumps({'execute': 'blockdev-create', 'arguments': {
         'job-id': 'leave', 'options': {'driver': 'file', 'filename': target,
-                                       'size': 32 << 20, 'preallocation': 'full'}}}) + '\n')
+                                       'size': 64 << 20, 'preallocation': 'full'}}}) + '\n')
+    # Leave once the command has begun (a client gone before its request ran loses it).
+    deadline = time.time() + 5
+    while not os.path.exists(target) and time.time() < deadline:
+        time.sleep(0.001)
     q.close()
     # Half a request, then gone.
     q = Qmp(sd.sock)
@@ -670,6 +674,32 @@ def lifetime_checks(top):
     rc = wait_exit(sd.proc)
     check('sd_sigterm', ev is not None and ev.get('data', {}).get('reason') == 'host-signal' and
           rc == 0, f'{ev} rc={rc}')
+
+    # --blockdev in both forms (key=val, JSON), in order, and iothreads; --help, --version.
+    d = os.path.join(top, 'opts')
+    os.mkdir(d)
+    img, sock = os.path.join(d, 'disk.raw'), os.path.join(d, 'qmp.sock')
+    make_image(img, 1 << 20)
+    p = start([SD, '--object', 'iothread,id=io0,poll-max-ns=1000',
+               '--blockdev', f'driver=file,node-name=f0,filename={img},read-only=on',
+               '--blockdev', '{"driver": "raw", "node-name": "r0", "file": "f0", '
+                             '"read-only": true}',
+               '--chardev', f'socket,id=m,path={sock},server=on,wait=off', '--monitor', 'm'])
+    q = Qmp(sock)
+    nodes = by_node(q.cmd('query-named-block-nodes')['return'])
+    threads = q.cmd('query-iothreads')['return']
+    check('sd_blockdev_options', set(nodes) == {'f0', 'r0'} and nodes['r0']['ro'] and
+          nodes['f0']['ro'] and nodes['r0']['image']['virtual-size'] == 1 << 20 and
+          len(threads) == 1 and threads[0]['poll-max-ns'] == 1000 and
+          threads[0]['thread-id'] > 0, f'{sorted(nodes)} {threads}')
+    q.cmd('quit')
+    q.close()
+    wait_exit(p)
+    for opt, want in (('--help', 'usage: spindle-sd'), ('--version', 'spindle-sd')):
+        p = start([SD, opt])
+        rc = wait_exit(p)
+        out = p.stdout.read().decode()
+        check(f'sd{opt.replace("-", "_")}', rc == 0 and out.startswith(want), f'rc={rc} {out}')
 
     # --export is refused for now, with a sentence.
     p = start([SD, '--export', 'type=nbd,id=e0,node-name=n0'])
@@ -956,8 +986,9 @@ def main():
         block_checks(sd, qsd)
         runstate_checks(sd)
         r = sd.qmp.cmd('quit')
-        check('sd_alive_to_the_end', r == {'return': {}} and wait_exit(sd.proc) == 0,
-              json.dumps(r))
+        rc = wait_exit(sd.proc)
+        check('sd_alive_to_the_end', r == {'return': {}} and rc == 0,
+              f'{r} rc={rc} {sd.proc.stderr.read().decode()[-3000:]}')
         lifetime_checks(top)
         vm_checks(top)
     except (QmpError, OSError, KeyError, TypeError) as e:

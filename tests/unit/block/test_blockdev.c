@@ -13,6 +13,7 @@
 
 #include "block/backend.h"
 #include "block/blockdev.h"
+#include "block/dirty-bitmap.h"
 
 static json_t *file_opts(const char *node, const char *path)
 {
@@ -83,6 +84,8 @@ static void test_add_and_del(void)
     err_clear(&err);
     blk_unref(blk);
 
+    /* A bitmap left on a node goes with it (LSan would see it otherwise). */
+    CU_ASSERT_PTR_NOT_NULL(bdrv_create_dirty_bitmap(r0, 0, "left", &err));
     CU_ASSERT_EQUAL(blockdev_del("r0", &err), 0);
     CU_ASSERT_PTR_NULL(bnode_find("r0"));
     CU_ASSERT_EQUAL(blockdev_del("f0", &err), 0);
