@@ -191,7 +191,8 @@ static void test_bitmaps_newest_first(void)
     info = mon_block_device_info(NULL, bs, false, &err);
     json_t *list = json_object_get(info, "dirty-bitmaps");
     CU_ASSERT_EQUAL_FATAL(json_array_size(list), 2);
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_array_get(list, 0), "name")), "b");
+    json_t *newest = json_array_get(list, 0);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(newest, "name")), "b");
     CU_ASSERT(has_keys(json_array_get(list, 0),
                        "[\"busy\",\"count\",\"granularity\",\"name\",\"persistent\","
                        "\"recording\"]"));

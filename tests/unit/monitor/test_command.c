@@ -82,7 +82,8 @@ static bool replies(struct mon_session *s, const char *request, const char *want
 }
 
 #define ERR(cls, desc) "{\"error\":{\"class\":\"" cls "\",\"desc\":\"" desc "\"}}"
-#define ERR_ID(cls, desc, id) "{\"error\":{\"class\":\"" cls "\",\"desc\":\"" desc "\"},\"id\":" id "}"
+#define ERR_ID(cls, desc, id) \
+    "{\"error\":{\"class\":\"" cls "\",\"desc\":\"" desc "\"},\"id\":" id "}"
 
 static void test_negotiation(void)
 {
@@ -115,7 +116,8 @@ static void test_request_shape(void)
     CU_ASSERT(replies(&s, "[1]", ERR("GenericError", "QMP input must be a JSON object")));
     CU_ASSERT(replies(&s, "\"x\"", ERR("GenericError", "QMP input must be a JSON object")));
     CU_ASSERT(replies(&s, "{}", ERR("GenericError", "QMP input lacks member 'execute'")));
-    CU_ASSERT(replies(&s, "{\"id\":7}", ERR_ID("GenericError", "QMP input lacks member 'execute'", "7")));
+    CU_ASSERT(replies(&s, "{\"id\":7}",
+                      ERR_ID("GenericError", "QMP input lacks member 'execute'", "7")));
     CU_ASSERT(replies(&s, "{\"execute\":5}",
                       ERR("GenericError", "QMP input member 'execute' must be a string")));
     CU_ASSERT(replies(&s, "{\"execute\":\"x-echo\",\"arguments\":[1]}",
@@ -134,7 +136,8 @@ static void test_arguments_checked_first(void)
 {
     struct mon_session s = { .negotiated = true };
     handler_calls = 0;
-    CU_ASSERT(replies(&s, "{\"execute\":\"x-echo\"}", ERR("GenericError", "Parameter 'x' is missing")));
+    CU_ASSERT(replies(&s, "{\"execute\":\"x-echo\"}",
+                      ERR("GenericError", "Parameter 'x' is missing")));
     CU_ASSERT(replies(&s, "{\"execute\":\"x-echo\",\"arguments\":{\"x\":\"1\"}}",
                       ERR("GenericError", "Invalid parameter type for 'x', expected: integer")));
     CU_ASSERT(replies(&s, "{\"execute\":\"x-echo\",\"arguments\":{\"x\":1,\"y\":2}}",
@@ -142,11 +145,13 @@ static void test_arguments_checked_first(void)
     CU_ASSERT(replies(&s, "{\"execute\":\"query-version\",\"arguments\":{\"x\":1}}",
                       ERR("GenericError", "Parameter 'x' is unexpected")));
     CU_ASSERT_EQUAL(handler_calls, 0);
-    CU_ASSERT(replies(&s, "{\"execute\":\"x-echo\",\"arguments\":{\"x\":3,\"tag\":\"t\"},\"id\":[]}",
+    CU_ASSERT(replies(&s,
+                      "{\"execute\":\"x-echo\",\"arguments\":{\"x\":3,\"tag\":\"t\"},\"id\":[]}",
                       "{\"id\":[],\"return\":{\"x\":3}}"));
     CU_ASSERT_EQUAL(handler_calls, 1);
     /* Open commands get what the schema does not list. */
-    CU_ASSERT(replies(&s, "{\"execute\":\"x-open\",\"arguments\":{\"driver\":\"d\",\"a\":1,\"b\":2}}",
+    CU_ASSERT(replies(&s,
+                      "{\"execute\":\"x-open\",\"arguments\":{\"driver\":\"d\",\"a\":1,\"b\":2}}",
                       "{\"return\":3}"));
     CU_ASSERT(replies(&s, "{\"execute\":\"x-open\",\"arguments\":{\"a\":1}}",
                       ERR("GenericError", "Parameter 'driver' is missing")));

@@ -92,7 +92,8 @@ static void test_accepts(void)
     CU_ASSERT(passes("{\"name\": \"a\", \"cache\": {}, \"bitmaps\": []}", false));
     /* Open: strangers at the top pass; the listed members are still checked. */
     CU_ASSERT(passes("{\"name\": \"a\", \"filename\": \"x\", \"aio\": 3}", true));
-    CU_ASSERT(refused("{\"name\": \"a\", \"filename\": \"x\"}", "Parameter 'filename' is unexpected"));
+    CU_ASSERT(refused("{\"name\": \"a\", \"filename\": \"x\"}",
+                      "Parameter 'filename' is unexpected"));
 }
 
 static void test_missing(void)

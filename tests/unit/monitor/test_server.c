@@ -214,7 +214,8 @@ static void test_framing(void)
     CU_ASSERT(next_is(fd, "{\"error\": {\"class\": \"CommandNotFound\""));
     /* Bad JSON gets its error in order, and the connection goes on. */
     send_text(fd, "{\"execute\": }\n{\"execute\":\"query-version\",\"id\":4}\n");
-    CU_ASSERT(next_is(fd, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error"));
+    CU_ASSERT(next_is(fd, "{\"error\": {\"class\": \"GenericError\", "
+                          "\"desc\": \"JSON parse error"));
     CU_ASSERT(next_is(fd, "{\"return\": {\"qemu\""));
     client_close_fd(fd);
 }
