@@ -343,6 +343,12 @@ static void rekick(void *opaque)
 
 static void stop_vcpus(struct kvm_machine *m)
 {
+    if (m->stopping_vcpus) {
+        /* Called from the main loop that an outer call runs (QMP stop during a reboot). */
+        AIO_WAIT_WHILE(vcpus_running(m));
+        return;
+    }
+    m->stopping_vcpus = true;
     aio_timer_init(&m->rekick_timer, aio_main_context(), rekick, m);
     rekick(m);
     AIO_WAIT_WHILE(vcpus_running(m));
@@ -350,6 +356,7 @@ static void stop_vcpus(struct kvm_machine *m)
     for (unsigned i = 0; i < m->nr_vcpus; i++) {
         vcpu_join(&m->vcpus[i]);
     }
+    m->stopping_vcpus = false;
 }
 
 static int start_vcpus(struct kvm_machine *m, struct err *err)
@@ -369,6 +376,7 @@ static int reboot(struct kvm_machine *m, struct err *err)
     struct vcpu_boot_state bs;
     int ret;
 
+    m->rebooting = true;
     stop_vcpus(m);
     m->reboots++;
     log_debug("reboot %u, %.3f s after start", m->reboots, (clock_ns() - m->start_ns) / 1e9);
@@ -387,6 +395,7 @@ static int reboot(struct kvm_machine *m, struct err *err)
         ret = vcpu_reset(&m->vcpus[i], i == 0 ? &bs : NULL, err);
     }
     /* Paused meanwhile (QMP stop): cont starts the rebooted vCPUs. */
+    m->rebooting = false;
     if (ret == 0 && runstate_is_running()) {
         ret = start_vcpus(m, err);
     }
@@ -409,6 +418,10 @@ static int machine_resume(void *opaque, struct err *err)
     if (atomic_load(&m->exit_requested)) {
         err_set(err, "the VM is shutting down");
         return -ESHUTDOWN;
+    }
+    if (m->rebooting || m->stopping_vcpus) {
+        err_set(err, "the VM is rebooting; try again");
+        return -EBUSY;
     }
     int ret = start_vcpus(m, err);
     if (ret < 0) {

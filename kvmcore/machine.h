@@ -79,6 +79,8 @@ struct kvm_machine {
     struct aio_fd_handler *signal_handler;
     int64_t start_ns;
     struct aio_timer rekick_timer;
+    bool stopping_vcpus;          /* stop_vcpus is running (it runs the main loop) */
+    bool rebooting;
 };
 
 /* Build the VM from cfg (which must outlive m).  Main thread. */
