@@ -359,6 +359,15 @@ bool bnode_has_zero_init(struct block_node *bs);
 /* Bytes the node uses on its storage, or -errno / -ENOTSUP. */
 int64_t bnode_get_allocated_file_size(struct block_node *bs);
 
+/*
+ * Copy what bs reads in [offset, offset+bytes) from its backing chain into
+ * bs itself, where bs does not allocate it yet (stream, copy-on-read).
+ * One serialising request: a guest write to the range waits for it, so it
+ * can never be overwritten with older data.  The content bs reads does not
+ * change, so before-write notifiers are not called.
+ */
+int coroutine_fn bnode_co_copy_on_read(struct bdrv_child *child, int64_t offset, int64_t bytes);
+
 /* Synchronous forms for tools and tests (not coroutine_fn). */
 int bnode_pread(struct bdrv_child *child, int64_t offset, int64_t bytes, void *buf, int flags);
 int bnode_pwrite(struct bdrv_child *child, int64_t offset, int64_t bytes, const void *buf,
