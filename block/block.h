@@ -51,6 +51,11 @@ enum {
     BDRV_REQ_ZERO_WRITE   = 1 << 4,
     /* Skip before-write notifiers (a job writing to its own target). */
     BDRV_REQ_NO_NOTIFY    = 1 << 5,
+    /*
+     * Writes: store the data compressed (convert -c).  Drivers that offer it
+     * list it in supported_write_flags; they may need whole clusters.
+     */
+    BDRV_REQ_WRITE_COMPRESSED = 1 << 6,
 };
 
 /* ---- Open flags -------------------------------------------------------- */
