@@ -52,6 +52,11 @@ enum {
     /* Skip before-write notifiers (a job writing to its own target). */
     BDRV_REQ_NO_NOTIFY    = 1 << 5,
     /*
+     * Reads: do not wait for serialising requests (backup's copy-before-write
+     * reads inside the very write they wait on).
+     */
+    BDRV_REQ_NO_SERIALISING = 1 << 6,
+    /*
      * Writes: store the data compressed (convert -c).  Drivers that offer it
      * list it in supported_write_flags; they may need whole clusters.
      */

@@ -252,7 +252,9 @@ int coroutine_fn bnode_co_preadv(struct bdrv_child *child, int64_t offset, int64
     if (flags & BDRV_REQ_SERIALISING) {
         tracked_mark_serialising(&req, bs->bl.request_alignment);
     }
-    tracked_wait_serialising(&req);
+    if (!(flags & BDRV_REQ_NO_SERIALISING)) {
+        tracked_wait_serialising(&req);
+    }
     ret = bnode_aligned_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
     tracked_end(&req);
     pad_free(&pad);
