@@ -11,6 +11,7 @@
 #include "block/backend.h"
 #include "block/dirty-bitmap.h"
 #include "block/driver.h"
+#include "block/overlay.h"
 #include "blockjobs/backup.h"
 #include "blockjobs/chain.h"
 #include "blockjobs/mirror.h"
@@ -289,6 +290,52 @@ static void test_backup_incremental(void)
     chain_free(&c);
 }
 
+/* A live snapshot, then an active commit of it back down: the "snapshot merge". */
+static void test_snapshot_then_merge(void)
+{
+    struct chain c;
+    struct err err = { 0 };
+    chain_init(&c);
+    struct block_node *old_top = c.top;
+    char *snap = test_tmpfile("snap.qcow2");
+    unlink(snap);
+    struct block_node *overlay = bnode_snapshot_sync(c.top, snap, NULL, "snap0", false, &err);
+    if (!overlay) {
+        printf("# %s\n", err.msg);
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(overlay);
+    CU_ASSERT_PTR_EQUAL(blk_node(c.guest), overlay);
+    CU_ASSERT_PTR_EQUAL(bnode_backing_bs(overlay), old_top);
+    CU_ASSERT_STRING_EQUAL(overlay->backing_file, old_top->filename);
+    CU_ASSERT_TRUE(guest_matches_model(&c));
+    /* New writes land in the overlay only. */
+    uint8_t buf[4096];
+    memset(buf, 0x88, sizeof(buf));
+    CU_ASSERT_EQUAL(blk_pwrite(c.guest, 0, sizeof(buf), buf, 0), 0);
+    memcpy(c.model, buf, sizeof(buf));
+    int64_t pnum;
+    CU_ASSERT_EQUAL(bnode_block_status_above(old_top, NULL, true, 0, 4096, &pnum, NULL, NULL,
+                                             NULL) & BDRV_BLOCK_ZERO, 0);
+    /* Merge it back: active commit of the overlay into the old top. */
+    struct mirror_params p = { .job_id = "merge", .source = overlay, .target = old_top,
+                               .sync = MIRROR_SYNC_TOP, .is_active_commit = true,
+                               .auto_finalize = true, .auto_dismiss = true };
+    struct block_job *bj = mirror_start(&p, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bj);
+    int64_t deadline = clock_ns() + 10000000000LL;
+    while (!job_is_ready(&bj->job) && clock_ns() < deadline) {
+        aio_poll(aio_main_context(), true);
+    }
+    CU_ASSERT_EQUAL(job_complete(&bj->job, &err), 0);
+    wait_gone("merge");
+    CU_ASSERT_PTR_EQUAL(blk_node(c.guest), old_top);
+    CU_ASSERT_TRUE(guest_matches_model(&c));
+    bnode_unref(overlay);
+    unlink(snap);
+    free(snap);
+    chain_free(&c);
+}
+
 void test_register(void)
 {
     CU_pSuite s = CU_add_suite("chain", NULL, NULL);
@@ -299,4 +346,5 @@ void test_register(void)
     CU_add_test(s, "active_commit", test_active_commit);
     CU_add_test(s, "backup_point_in_time", test_backup_point_in_time);
     CU_add_test(s, "backup_incremental", test_backup_incremental);
+    CU_add_test(s, "snapshot_then_merge", test_snapshot_then_merge);
 }
