@@ -51,6 +51,16 @@ enum {
     BDRV_REQ_ZERO_WRITE   = 1 << 4,
     /* Skip before-write notifiers (a job writing to its own target). */
     BDRV_REQ_NO_NOTIFY    = 1 << 5,
+    /*
+     * Reads: do not wait for serialising requests (backup's copy-before-write
+     * reads inside the very write they wait on).
+     */
+    BDRV_REQ_NO_SERIALISING = 1 << 6,
+    /*
+     * Writes: store the data compressed (convert -c).  Drivers that offer it
+     * list it in supported_write_flags; they may need whole clusters.
+     */
+    BDRV_REQ_WRITE_COMPRESSED = 1 << 6,
 };
 
 /* ---- Open flags -------------------------------------------------------- */
@@ -358,6 +368,15 @@ int64_t bnode_refresh_length(struct block_node *bs);
 bool bnode_has_zero_init(struct block_node *bs);
 /* Bytes the node uses on its storage, or -errno / -ENOTSUP. */
 int64_t bnode_get_allocated_file_size(struct block_node *bs);
+
+/*
+ * Copy what bs reads in [offset, offset+bytes) from its backing chain into
+ * bs itself, where bs does not allocate it yet (stream, copy-on-read).
+ * One serialising request: a guest write to the range waits for it, so it
+ * can never be overwritten with older data.  The content bs reads does not
+ * change, so before-write notifiers are not called.
+ */
+int coroutine_fn bnode_co_copy_on_read(struct bdrv_child *child, int64_t offset, int64_t bytes);
 
 /* Synchronous forms for tools and tests (not coroutine_fn). */
 int bnode_pread(struct bdrv_child *child, int64_t offset, int64_t bytes, void *buf, int flags);

@@ -34,6 +34,24 @@ struct bdrv_check_result {
     int64_t compressed_clusters;
 };
 
+/*
+ * One option of co_create, as `create` prints it in its "Formatting ..."
+ * line (in table order: given values, else defaults) and in `-o help`.
+ */
+enum bdrv_opt_type {
+    BDRV_OPT_STRING,
+    BDRV_OPT_BOOL,
+    BDRV_OPT_NUMBER,
+    BDRV_OPT_SIZE,
+};
+
+struct bdrv_create_opt {
+    const char *name;
+    enum bdrv_opt_type type;
+    const char *def;          /* printed when not given; NULL: not printed */
+    const char *help;
+};
+
 enum bdrv_check_mode {
     BDRV_FIX_LEAKS  = 1,
     BDRV_FIX_ERRORS = 2,
@@ -77,6 +95,8 @@ struct block_driver {
     int (*co_create)(json_t *options, struct err *err);
     /* The -o keys co_create accepts, for `create -o help`, with help text. */
     const char *const *create_option_help;
+    /* Or, richer: the options in the order and form `create` prints them. */
+    const struct bdrv_create_opt *create_opts;
 
     /* Whether a new image reads as zeroes everywhere (convert skips zeroes). */
     bool (*has_zero_init)(struct block_node *bs);

@@ -131,6 +131,14 @@ static int file_lock(int fd, const char *filename, bool writable, bool force_sha
     return 0;
 }
 
+/* Release every lock byte this descriptor holds. */
+static void unlock_all(int fd)
+{
+    struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = LOCK_PERM_BASE,
+                        .l_len = LOCK_SHARED_BASE + 8 - LOCK_PERM_BASE };
+    fcntl(fd, F_OFD_SETLK, &fl);
+}
+
 /* ---- O_DIRECT alignment ------------------------------------------------ */
 
 /* The smallest read size and buffer alignment O_DIRECT accepts on fd. */
@@ -672,11 +680,14 @@ static int file_reopen_rw(struct block_node *bs, bool writable, struct err *err)
                              writable ? "read-write" : "read-only");
     }
     if (s->use_locking && !s->is_blockdev) {
+        /* Our own old descriptor's lock bytes would conflict with the new one's. */
+        unlock_all(s->fd);
         struct err lerr = { 0 };
         int ret = file_lock(fd, bs->filename, writable, false, &lerr);
         if (ret == -EAGAIN) {
             err_propagate(err, &lerr);
             close(fd);
+            file_lock(s->fd, bs->filename, !writable, false, NULL);
             return ret;
         }
     }

@@ -252,7 +252,9 @@ int coroutine_fn bnode_co_preadv(struct bdrv_child *child, int64_t offset, int64
     if (flags & BDRV_REQ_SERIALISING) {
         tracked_mark_serialising(&req, bs->bl.request_alignment);
     }
-    tracked_wait_serialising(&req);
+    if (!(flags & BDRV_REQ_NO_SERIALISING)) {
+        tracked_wait_serialising(&req);
+    }
     ret = bnode_aligned_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
     tracked_end(&req);
     pad_free(&pad);
@@ -527,6 +529,56 @@ int coroutine_fn bnode_co_pwrite_zeroes(struct bdrv_child *child, int64_t offset
         ret = zero_piece(child, mid_end, end - mid_end, flags);
     }
     return ret;
+}
+
+/* ---- Copy-on-read ------------------------------------------------------ */
+
+int coroutine_fn bnode_co_copy_on_read(struct bdrv_child *child, int64_t offset, int64_t bytes)
+{
+    struct block_node *bs = child->bs;
+    struct tracked_req req;
+    int64_t align = bs->bl.request_alignment;
+    int ret = check_request(bs, offset, bytes);
+
+    if (ret < 0 || (ret = check_write(bs)) < 0 || bytes == 0) {
+        return ret;
+    }
+    int64_t start = ALIGN_DOWN(offset, align);
+    int64_t end = MIN(ALIGN_UP(offset + bytes, align), ALIGN_UP(bnode_size(bs), align));
+    bnode_inc_in_flight(bs);
+    tracked_begin(&req, bs, start, end - start, true);
+    tracked_mark_serialising(&req, align);
+    tracked_wait_serialising(&req);
+
+    void *buf = NULL;
+    size_t buf_len = 0;
+    for (int64_t off = start; ret >= 0 && off < end;) {
+        int64_t pnum;
+        ret = bnode_co_is_allocated_above(bs, bs, true, off, end - off, &pnum);
+        if (ret < 0) {
+            break;
+        }
+        pnum = MIN(ALIGN_UP(pnum, align), end - off);
+        if (ret == 0) {
+            if ((size_t)pnum > buf_len) {
+                free(buf);
+                buf_len = (size_t)pnum;
+                buf = bnode_blockalign(bs, buf_len);
+            }
+            struct qiov q;
+            qiov_init_buf(&q, buf, pnum);
+            ret = bnode_aligned_preadv(bs, off, pnum, &q, 0, 0);
+            if (ret == 0) {
+                bnode_debug_event(bs, BLKDBG_COR_WRITE);
+                ret = aligned_pwritev(bs, off, pnum, &q, 0, BDRV_REQ_NO_NOTIFY);
+            }
+        }
+        off += pnum;
+    }
+    free(buf);
+    tracked_end(&req);
+    bnode_dec_in_flight(bs);
+    return ret < 0 ? ret : 0;
 }
 
 /* ---- Discard ----------------------------------------------------------- */

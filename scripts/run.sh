@@ -22,7 +22,7 @@ if [ ! -w /dev/kvm ]; then
     exit 1
 fi
 # qcow2 once the driver is built in, else raw.
-FORMAT=${FORMAT:-$("$IMG" create -q -f qcow2 /dev/null 0 >/dev/null 2>&1 && echo qcow2 || echo raw)}
+FORMAT=${FORMAT:-$("$IMG" create -f qcow2 -o help >/dev/null 2>&1 && echo qcow2 || echo raw)}
 d=$(mktemp -d "${TMPDIR:-/var/tmp}/spindle-run-XXXXXX")
 trap 'rm -rf "$d"' EXIT
 disk="$d/disk.$FORMAT"

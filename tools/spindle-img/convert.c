@@ -33,6 +33,7 @@ struct convert {
     int64_t chunk_max;
 
     int64_t next;                  /* the next byte to hand out */
+    struct co_mutex next_lock;     /* block status may yield: one claim at a time */
     int64_t wr_next;               /* in-order writes: the next byte to write */
     struct co_queue wr_waiters;
     int running;
@@ -171,7 +172,9 @@ static void convert_worker(void *opaque)
     while (!s->ret) {
         int64_t off, len;
         enum chunk_kind kind;
+        co_mutex_lock(&s->next_lock);
         int ret = next_chunk(s, &off, &len, &kind);
+        co_mutex_unlock(&s->next_lock);
         if (ret <= 0) {
             s->ret = s->ret ? s->ret : ret;
             break;
@@ -432,6 +435,7 @@ int img_convert(int argc, char **argv)
         s.min_sparse = a.min_sparse;
         s.chunk_max = CHUNK_MAX;
         co_queue_init(&s.wr_waiters);
+        co_mutex_init(&s.next_lock);
         img_progress_init(&s.progress, a.progress && !a.quiet);
         s.running = a.num_coroutines;
         for (int i = 0; i < a.num_coroutines; i++) {
@@ -440,6 +444,7 @@ int img_convert(int argc, char **argv)
         while (s.running > 0) {
             aio_poll(aio_main_context(), true);
         }
+        co_mutex_destroy(&s.next_lock);
         ret = s.ret;
         if (ret == 0) {
             ret = blk_flush(s.target);

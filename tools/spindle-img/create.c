@@ -4,11 +4,52 @@
 #include "block/driver.h"
 #include "util/opts.h"
 
+static const char *opt_type_name(enum bdrv_opt_type t)
+{
+    switch (t) {
+    case BDRV_OPT_BOOL:
+        return "bool (on/off)";
+    case BDRV_OPT_NUMBER:
+        return "num";
+    case BDRV_OPT_SIZE:
+        return "size";
+    default:
+        return "str";
+    }
+}
+
+static int cmp_opt(const void *a, const void *b)
+{
+    return strcmp((*(const struct bdrv_create_opt *const *)a)->name,
+                  (*(const struct bdrv_create_opt *const *)b)->name);
+}
+
 static void print_create_help(const char *fmt)
 {
     const struct block_driver *drv = bdrv_find_driver(fmt);
     if (!drv) {
         img_error("Unknown file format '%s'", fmt);
+        return;
+    }
+    if (drv->create_opts) {
+        /* qemu-img's form: sorted by name, with the type. */
+        size_t n = 0;
+        while (drv->create_opts[n].name) {
+            n++;
+        }
+        const struct bdrv_create_opt **sorted = xcalloc(n, sizeof(*sorted));
+        for (size_t i = 0; i < n; i++) {
+            sorted[i] = &drv->create_opts[i];
+        }
+        qsort(sorted, n, sizeof(*sorted), cmp_opt);
+        printf("Supported options:\n");
+        for (size_t i = 0; i < n; i++) {
+            char left[64];
+            snprintf(left, sizeof(left), "%s=<%s>", sorted[i]->name,
+                     opt_type_name(sorted[i]->type));
+            printf("  %-22s - %s\n", left, sorted[i]->help);
+        }
+        free(sorted);
         return;
     }
     printf("Supported %s options:\n", fmt);
@@ -19,12 +60,86 @@ static void print_create_help(const char *fmt)
            "Specify the target filename to include those options.\n");
 }
 
+/* A string value as qemu-img prints it: commas doubled. */
+static void print_escaped(const char *str)
+{
+    for (const char *p = str; *p; p++) {
+        if (*p == ',') {
+            putchar(',');
+        }
+        putchar(*p);
+    }
+}
+
+/* One option of a driver's table: given values first, then the default. */
+static void print_table_opt(const struct bdrv_create_opt *o, json_t *val)
+{
+    uint64_t n;
+    if (!val) {
+        if (o->def) {
+            printf(" %s=%s", o->name, o->def);
+        }
+        return;
+    }
+    json_t *tmp = json_object();
+    json_object_set(tmp, "v", val);
+    printf(" %s=", o->name);
+    if ((o->type == BDRV_OPT_SIZE && opts_get_size(tmp, "v", &n, NULL) == 0) ||
+        (o->type == BDRV_OPT_NUMBER && opts_get_uint(tmp, "v", &n, NULL) == 0)) {
+        printf("%" PRIu64, n);
+    } else if (json_is_string(val)) {
+        if (o->type == BDRV_OPT_STRING) {
+            print_escaped(json_string_value(val));
+        } else {
+            printf("%s", json_string_value(val));
+        }
+    } else if (json_is_boolean(val)) {
+        printf("%s", json_is_true(val) ? "on" : "off");
+    } else {
+        char *str = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
+        printf("%s", str);
+        free(str);
+    }
+    json_decref(tmp);
+}
+
+/* Refuse keys the driver's table does not know, as qemu-img does before formatting. */
+static int check_table_keys(const struct block_driver *drv, json_t *opts, struct err *err)
+{
+    json_t *flat = opts_flatten(opts);
+    const char *key;
+    json_t *val;
+    int ret = 0;
+    json_object_foreach(flat, key, val) {
+        bool known = !strcmp(key, "filename") || !strcmp(key, "x-unsafe-backing");
+        for (const struct bdrv_create_opt *o = drv->create_opts; !known && o->name; o++) {
+            known = !strcmp(key, o->name);
+        }
+        if (!known) {
+            err_set(err, "Invalid parameter '%s'", key);
+            ret = -EINVAL;
+            break;
+        }
+    }
+    json_decref(flat);
+    return ret;
+}
+
 /* "fmt=raw size=N key=val ..." as qemu-img prints it. */
 static void print_formatting(const char *filename, const char *fmt, json_t *opts)
 {
     const char *key;
     json_t *val;
+    const struct block_driver *drv = bdrv_find_driver(fmt);
     printf("Formatting '%s', fmt=%s", filename, fmt);
+    if (drv && drv->create_opts) {
+        for (const struct bdrv_create_opt *o = drv->create_opts; o->name; o++) {
+            print_table_opt(o, opts_get(opts, o->name));
+        }
+        printf("\n");
+        fflush(stdout);
+        return;
+    }
     json_t *size = json_object_get(opts, "size");
     if (size) {
         printf(" size=%" JSON_INTEGER_FORMAT, json_integer_value(size));
@@ -140,8 +255,13 @@ int img_create(int argc, char **argv)
         img_error("Unexpected argument: %s", argv[optind]);
         goto out;
     }
-    if (!bdrv_find_driver(fmt)) {
+    const struct block_driver *drv = bdrv_find_driver(fmt);
+    if (!drv) {
         img_error("%s: Unknown file format '%s'", filename, fmt);
+        goto out;
+    }
+    if (drv->create_opts && check_table_keys(drv, opts, &err) < 0) {
+        img_error("%s: %s", filename, err.msg);
         goto out;
     }
     if (backing) {

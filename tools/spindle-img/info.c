@@ -56,7 +56,12 @@ static void print_human_object(json_t *obj, int indent)
 static void print_human_value(const char *key, json_t *val, int indent)
 {
     if (key) {
-        printf("%*s%s:", indent, "", key);
+        /* qemu-img shows "compression-type" as "compression type". */
+        printf("%*s", indent, "");
+        for (const char *p = key; *p; p++) {
+            putchar(*p == '-' ? ' ' : *p);
+        }
+        printf(":");
     }
     if (json_is_object(val)) {
         printf("\n");
