@@ -179,6 +179,81 @@ static int coroutine_fn raw_create(json_t *options, struct err *err)
     return ret;
 }
 
+/*
+ * QMP's names for a format's creation options, and the driver's own (those
+ * qemu-img create -o takes).  Members not listed keep their names.
+ */
+static const struct {
+    const char *qmp, *driver;
+} create_renames[] = {
+    { "cluster-size", "cluster_size" }, { "lazy-refcounts", "lazy_refcounts" },
+    { "refcount-bits", "refcount_bits" }, { "compression-type", "compression_type" },
+    { "extended-l2", "extended_l2" }, { "backing-file", "backing_file" },
+    { "backing-fmt", "backing_fmt" }, { "data-file-raw", "data_file_raw" },
+    { "extent-size-hint", "extent_size_hint" }, { "version", "compat" },
+};
+
+/* A BlockdevRef's file name: a node's, or an inline protocol's "filename". */
+static const char *ref_filename(json_t *ref)
+{
+    if (json_is_string(ref)) {
+        struct block_node *bs = bnode_find(json_string_value(ref));
+        return bs ? bs->filename : NULL;
+    }
+    return json_string_value(json_object_get(ref, "filename"));
+}
+
+/*
+ * A format's options for its co_create from QMP's: renamed, "file" a node
+ * name (inline options are opened as *temp, which the caller drops), and
+ * "data-file" a file name.  NULL with err.
+ */
+static json_t *format_create_options(json_t *options, struct block_node **temp,
+                                     struct err *err)
+{
+    json_t *opts = json_object();
+    const char *key;
+    json_t *val;
+
+    *temp = NULL;
+    json_object_foreach(options, key, val) {
+        const char *name = key;
+        if (!strcmp(key, "driver")) {
+            continue;
+        }
+        if (!strcmp(key, "file") && json_is_object(val)) {
+            *temp = bnode_open(NULL, val, BDRV_O_RDWR, err);
+            if (!*temp) {
+                json_decref(opts);
+                return NULL;
+            }
+            json_object_set_new(opts, "file", json_string((*temp)->node_name));
+            continue;
+        }
+        if (!strcmp(key, "data-file")) {
+            const char *path = ref_filename(val);
+            if (!path) {
+                err_set(err, "data-file: give an existing node or a file's options");
+                json_decref(opts);
+                return NULL;
+            }
+            json_object_set_new(opts, "data_file", json_string(path));
+            continue;
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(create_renames); i++) {
+            if (!strcmp(key, create_renames[i].qmp)) {
+                name = create_renames[i].driver;
+            }
+        }
+        json_object_set(opts, name, val);
+    }
+    /* QMP gives the size; QEMU does not open the backing file to learn it. */
+    if (json_object_get(opts, "backing_file")) {
+        json_object_set_new(opts, "x-unsafe-backing", json_true());
+    }
+    return opts;
+}
+
 int coroutine_fn blockdev_co_create(json_t *options, struct err *err)
 {
     const char *driver = NULL;
@@ -201,10 +276,20 @@ int coroutine_fn blockdev_co_create(json_t *options, struct err *err)
         err_set(err, "Driver does not support blockdev-create");
         return -ENOTSUP;
     }
-    json_t *opts = json_deep_copy(options);
-    json_object_del(opts, "driver");
+    json_t *opts;
+    struct block_node *temp = NULL;
+    if (drv->is_format) {
+        opts = format_create_options(options, &temp, err);
+        if (!opts) {
+            return -EINVAL;
+        }
+    } else {
+        opts = json_deep_copy(options);
+        json_object_del(opts, "driver");
+    }
     int ret = drv->co_create(opts, err);
     json_decref(opts);
+    bnode_unref(temp);
     if (ret < 0 && !err_isset(err)) {
         err_set_errno(err, ret, "Could not create the image");
     }

@@ -54,9 +54,12 @@ struct block_node *blockdev_lookup(const char *device, const char *node_name, st
  *   raw:     file (a node name or a node's options), size: the file node
  *            is resized to size (raw has no metadata; QEMU has no raw
  *            variant, spindle takes one).
- *   others:  the driver's co_create gets the members but "driver"; a
- *            format reads "file" as QMP gives it (the name, or the inline
- *            options, of an existing protocol node).
+ *   formats: the driver's co_create gets QMP's members under its own
+ *            (qemu-img -o) names ("cluster-size" is cluster_size, "version"
+ *            compat), "file" as the name of the protocol node to format
+ *            (inline options are opened for the time of the call), and
+ *            "data-file" as a file name.  qcow2 formats that node in place.
+ *   others:  the driver's co_create gets the members but "driver".
  * Drivers without co_create: "Driver does not support blockdev-create".
  *
  * blockdev_co_create is the work itself (coroutine_fn): the job that

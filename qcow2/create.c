@@ -53,6 +53,7 @@ const struct bdrv_create_opt qcow2_create_opts[] = {
 
 struct create_args {
     const char *filename;
+    const char *file_node;      /* QMP blockdev-create: the protocol node to format */
     uint64_t size;
     bool has_size;
     int version;
@@ -87,7 +88,7 @@ static int parse_args(json_t *o, struct create_args *a, struct err *err)
         "filename", "size", "compat", "backing_file", "backing_fmt", "x-unsafe-backing",
         "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits", "compression_type",
         "extended_l2", "data_file", "data_file_raw", "encryption", "encrypt", "nocow",
-        "extent_size_hint", NULL,
+        "extent_size_hint", "file", NULL,
     };
 
     *a = (struct create_args){ .version = 3, .cluster_bits = QCOW2_DEFAULT_CLUSTER_BITS,
@@ -95,7 +96,15 @@ static int parse_args(json_t *o, struct create_args *a, struct err *err)
     if (opts_check_keys(o, allowed, NULL, err) < 0) {
         return -EINVAL;
     }
-    if (opts_get_str(o, "filename", &a->filename, err) < 0) {
+    /* blockdev-create names an open protocol node; qemu-img create a file. */
+    if (opts_get_str(o, "file", &a->file_node, err) == 0) {
+        struct block_node *file = bnode_find(a->file_node);
+        if (!file) {
+            err_set(err, "Cannot find device='' nor node-name='%s'", a->file_node);
+            return -ENOENT;
+        }
+        a->filename = file->filename;
+    } else if (opts_get_str(o, "filename", &a->filename, err) < 0) {
         if (!err_isset(err)) {
             err_set(err, "Parameter 'filename' is required");
         }
@@ -322,6 +331,10 @@ static void fsync_path(const char *path)
     }
 }
 
+static int coroutine_fn create_on_node(struct create_args *a, struct err *err);
+static int coroutine_fn format(struct block_node *file, const struct create_args *a,
+                               const char *data_path, struct err *err);
+
 int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
 {
     struct create_args a;
@@ -348,7 +361,10 @@ int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
         return -EFBIG;
     }
 
-    /* The files. */
+    /* The files: the node blockdev-create names (emptied), or new ones. */
+    if (a.file_node) {
+        return create_on_node(&a, err);
+    }
     const struct block_driver *proto = bdrv_find_protocol(a.filename, err);
     if (!proto || !proto->co_create) {
         if (!err_isset(err)) {
@@ -388,11 +404,56 @@ int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
         free(data_path);
         return -EIO;
     }
-    ret = write_skeleton(file, &a);
+    ret = format(file, &a, data_path, err);
+    if (ret == 0) {
+        fsync_path(a.filename);
+        if (data_path) {
+            fsync_path(data_path);
+        }
+    }
+    free(data_path);
+    return ret;
+}
+
+/* QMP blockdev-create: format the protocol node it names, emptied first. */
+static int coroutine_fn create_on_node(struct create_args *a, struct err *err)
+{
+    if (a->data_file) {
+        err_set(err, "blockdev-create with a data-file is not supported yet");
+        return -ENOTSUP;
+    }
+    struct block_node *file = bnode_find(a->file_node);
+    bnode_ref(file);
+    struct bdrv_child *c = bnode_root_attach(file, "create", NULL, NULL);
+    int ret = bnode_co_truncate(c, 0, true, PREALLOC_MODE_OFF, 0, err);
+    bnode_detach_child(c);
+    if (ret < 0) {
+        bnode_unref(file);
+        return ret;
+    }
+    /* The user's reference keeps file alive after format() drops ours. */
+    ret = format(file, a, NULL, err);
+    if (ret == 0) {
+        ret = bnode_co_flush(file);
+        if (ret < 0) {
+            err_set_errno(err, ret, "%s: cannot flush", bnode_describe(file));
+        }
+    }
+    return ret;
+}
+
+/*
+ * Write the skeleton into file (taking over the caller's reference), open it
+ * as qcow2 and finish the image: header, size, preallocation, backing file.
+ */
+static int coroutine_fn format(struct block_node *file, const struct create_args *ap,
+                               const char *data_path, struct err *err)
+{
+    struct create_args a = *ap;
+    int ret = write_skeleton(file, &a);
     if (ret < 0) {
         err_set_errno(err, ret, "Could not write qcow2 header");
         bnode_unref(file);
-        free(data_path);
         return ret;
     }
 
@@ -411,7 +472,6 @@ int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
     json_decref(qopts);
     bnode_unref(file);
     if (!bs) {
-        free(data_path);
         return -EIO;
     }
     struct qcow2_state *s = bs->opaque;
@@ -444,13 +504,6 @@ int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
     }
 out:
     bnode_unref(bs);
-    if (ret == 0) {
-        fsync_path(a.filename);
-        if (data_path) {
-            fsync_path(data_path);
-        }
-    }
-    free(data_path);
     return ret;
 }
 

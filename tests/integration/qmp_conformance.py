@@ -610,20 +610,87 @@ def block_checks(sd, qsd):
     sd.cmd('blockdev-del', {'node-name': 'nf'})
     r = sd.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'x', 'file': 'none'})
     if err_of(r) == ('GenericError', "Parameter 'driver' does not accept value 'qcow2'"):
-        skipped('blockdev_create_qcow2', 'no qcow2 driver in this build')
+        skipped('qcow2', 'no qcow2 driver in this build')
     else:
-        q2 = os.path.join(sd.dir, 'new.qcow2')
-        r1 = sd.cmd('blockdev-create', {'job-id': 'c3', 'options': {
-            'driver': 'file', 'filename': q2, 'size': 0}})
-        r2 = sd.cmd('blockdev-add', {'driver': 'file', 'node-name': 'qf', 'filename': q2})
-        r3 = sd.cmd('blockdev-create', {'job-id': 'c4', 'options': {
-            'driver': 'qcow2', 'file': 'qf', 'size': 8 << 20}})
-        ok = all(x == {'return': {}} for x in (r1, r2, r3))
-        info = subprocess.run(['qemu-img', 'info', '-U', '--output=json', q2],
-                              capture_output=True, text=True)
-        check('blockdev_create_qcow2', ok and '"format": "qcow2"' in info.stdout,
-              f'{r1} {r2} {r3} {info.stdout[:200]}')
-        sd.cmd('blockdev-del', {'node-name': 'qf'})
+        qcow2_checks(sd, qsd)
+
+
+def qemu_create(side, job, options):
+    """blockdev-create on qemu-storage-daemon: a job, waited for and dismissed."""
+    r = side.qmp.cmd('blockdev-create', {'job-id': job, 'options': options})
+    if r != {'return': {}}:
+        return r
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline:
+        ev = side.qmp.wait_event('JOB_STATUS_CHANGE', 1)
+        if ev and ev['data'] == {'id': job, 'status': 'concluded'}:
+            break
+    jobs = side.qmp.cmd('query-jobs')['return']
+    side.qmp.cmd('job-dismiss', {'id': job})
+    err = [j.get('error') for j in jobs if j['id'] == job and j.get('error')]
+    return {'error': {'class': 'GenericError', 'desc': err[0]}} if err else {'return': {}}
+
+
+def img_info(path):
+    out = subprocess.run(['qemu-img', 'info', '-U', '--output=json', path],
+                         capture_output=True, text=True).stdout
+    try:
+        info = json.loads(out)
+    except ValueError:
+        return {}
+    for k in ('filename', 'actual-size', 'dirty-flag'):
+        info.pop(k, None)
+    return info
+
+
+def qcow2_checks(sd, qsd):
+    """blockdev-create of qcow2 on a protocol node, the QMP way, against QEMU's job."""
+    sides = [sd] + ([qsd] if qsd else [])
+    results = []
+    for side in sides:
+        path = os.path.join(side.dir, 'new.qcow2')
+        steps = [side.qmp.cmd('blockdev-create', {'job-id': 'c3', 'options': {
+                     'driver': 'file', 'filename': path, 'size': 0}})
+                 if side is sd else qemu_create(side, 'c3', {
+                     'driver': 'file', 'filename': path, 'size': 0})]
+        steps.append(side.qmp.cmd('blockdev-add', {'driver': 'file', 'node-name': 'qf',
+                                                   'filename': path}))
+        opts = {'driver': 'qcow2', 'file': 'qf', 'size': 8 << 20, 'cluster-size': 32768,
+                'lazy-refcounts': True}
+        steps.append(side.qmp.cmd('blockdev-create', {'job-id': 'c4', 'options': opts})
+                     if side is sd else qemu_create(side, 'c4', opts))
+        steps.append(side.qmp.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'q0',
+                                                   'file': 'qf'}))
+        results.append((side, path, steps))
+    sd_path, sd_steps = results[0][1], results[0][2]
+    ok = all(x == {'return': {}} for x in sd_steps)
+    info = img_info(sd_path)
+    check('blockdev_create_qcow2', ok and info.get('format') == 'qcow2' and
+          info.get('cluster-size') == 32768 and info.get('virtual-size') == 8 << 20,
+          f'{sd_steps} {info}')
+    chk = subprocess.run(['qemu-img', 'check', '-U', sd_path], capture_output=True, text=True)
+    check('blockdev_create_qcow2_check', chk.returncode == 0, chk.stdout + chk.stderr)
+    if qsd:
+        q_ok = all(x == {'return': {}} for x in results[1][2])
+        d = diff(img_info(sd_path), img_info(results[1][1]))
+        check('blockdev_create_qcow2_as_qemu', q_ok and d is None, f'{results[1][2]} {d}')
+        a = by_node(sd.cmd('query-named-block-nodes')['return'])
+        b = by_node(qsd.cmd('query-named-block-nodes')['return'])
+        dd = diff(a.get('q0'), b.get('q0'))
+        check('query_named_block_nodes_qcow2_as_qemu', dd is None, dd)
+    # A persistent bitmap is kept by the qcow2 image (QEMU writes it when the node closes).
+    r = sd.cmd('block-dirty-bitmap-add', {'node': 'q0', 'name': 'pb', 'persistent': True})
+    bm = by_node(sd.cmd('query-named-block-nodes')['return'])['q0'].get('dirty-bitmaps', [])
+    r2 = sd.cmd('blockdev-del', {'node-name': 'q0'})
+    info = img_info(sd_path)
+    stored = [b.get('name') for b in
+              info.get('format-specific', {}).get('data', {}).get('bitmaps', [])]
+    check('bitmap_persistent_qcow2', r == {'return': {}} and r2 == {'return': {}} and
+          bm and bm[0].get('persistent') is True and stored == ['pb'], f'{r} {bm} {r2} {stored}')
+    sd.cmd('blockdev-del', {'node-name': 'qf'})
+    if qsd:
+        qsd.cmd('blockdev-del', {'node-name': 'q0'})
+        qsd.cmd('blockdev-del', {'node-name': 'qf'})
 
 
 # ---- The run state and the program's life ------------------------------------------
