@@ -48,6 +48,7 @@ QSD = shutil.which('qemu-storage-daemon')
 TIMEOUT = 10.0
 
 procs = []
+daemon_pids = []          # spindle-sd --daemonize children, from their pidfile
 failures = 0
 
 
@@ -798,6 +799,7 @@ def lifetime_checks(top):
     try:
         with open(pidfile) as f:
             pid = int(f.read())
+        daemon_pids.append(pid)
     except (OSError, ValueError):
         pass
     ok = rc == 0 and pid is not None and os.path.exists(sock)
@@ -813,8 +815,6 @@ def lifetime_checks(top):
                 break
             time.sleep(0.05)
         ok = ok and not os.path.exists(f'/proc/{pid}') and not os.path.exists(pidfile)
-    elif pid:
-        os.kill(pid, signal.SIGKILL)
     check('sd_daemonize_pidfile', ok, f'rc={rc} pid={pid}')
 
 
@@ -1065,6 +1065,14 @@ def main():
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait()
+        for pid in daemon_pids:
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                    ours = os.path.basename(SD).encode() in f.read()
+                if ours:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         shutil.rmtree(top, ignore_errors=True)
     return 1 if failures else 0
 
