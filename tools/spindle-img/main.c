@@ -21,7 +21,7 @@ static const struct subcommand subcommands[] = {
       "[-t cache] [-w] [-U] filename" },
     { "convert", img_convert,
       "convert [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-C] [-c] [-p] "
-      "[-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file] "
+      "[-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
       "[-o options] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] "
       "filename [filename2 [...]] output_filename" },
     { "create", img_create,
