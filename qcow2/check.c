@@ -688,16 +688,16 @@ int coroutine_fn qcow2_co_check_locked(struct qcow2_state *s, struct bdrv_check_
     if (ret < 0) {
         goto out;
     }
+    /* First only count: whether the structure must be rebuilt decides the repair. */
+    struct bdrv_check_result pre = *res;
+    c.fix = 0;
+    compare(&c, &highest);
+    c.fix = fix;
     if (c.rebuild && (fix & BDRV_FIX_ERRORS)) {
-        /* Single refcounts are not worth repairing when the structure is broken. */
-        struct bdrv_check_result before = *res;
-        c.fix = 0;
-        compare(&c, &highest);
         struct bdrv_check_result counted = *res;
-        c.fix = fix;
         ret = rebuild(&c);
         if (ret == 0) {
-            /* Count again against the new structure (L2 repairs are on disk first). */
+            /* Count again against the new structure (L2 repairs go to disk first). */
             ret = qcow2_cache_write(s->l2_cache);
         }
         if (ret < 0) {
@@ -705,6 +705,11 @@ int coroutine_fn qcow2_co_check_locked(struct qcow2_state *s, struct bdrv_check_
         }
         memset(res, 0, sizeof(*res));
         c.rebuild = false;
+        /* The new structure lies past the old end of the file. */
+        file_size = bnode_getlength(s->bs->file->bs);
+        c.nb_clusters = size_to_clusters(s, (uint64_t)MAX(file_size, 0));
+        free(c.counts);
+        c.counts = xcalloc(MAX(c.nb_clusters, 1), sizeof(*c.counts));
         ret = calculate(&c);
         if (ret == 0) {
             ret = compare(&c, &highest);
@@ -713,14 +718,19 @@ int coroutine_fn qcow2_co_check_locked(struct qcow2_state *s, struct bdrv_check_
             fprintf(stderr, "ERROR rebuilt refcount structure is still broken\n");
             res->check_errors++;
         }
-        res->corruptions_fixed += before.corruptions_fixed +
+        res->corruptions_fixed += pre.corruptions_fixed +
                                   MAX(0, counted.corruptions - res->corruptions);
-        res->leaks_fixed += before.leaks_fixed + MAX(0, counted.leaks - res->leaks);
-    } else {
-        ret = compare(&c, &highest);
-        if (c.rebuild && fix) {
+        res->leaks_fixed += pre.leaks_fixed + MAX(0, counted.leaks - res->leaks);
+    } else if (fix) {
+        if (c.rebuild) {
             fprintf(stderr, "ERROR need to rebuild refcount structures\n");
             res->check_errors++;
+            ret = -EIO;
+            goto out;
+        }
+        if (res->leaks || res->corruptions) {
+            *res = pre;
+            ret = compare(&c, &highest);
         }
     }
     if (ret == 0) {

@@ -857,7 +857,7 @@ int qcow2_zero_clusters(struct qcow2_state *s, uint64_t offset, uint64_t bytes, 
                 if (in == 0 && (limit - pos >= s->cluster_size || limit >= s->size)) {
                     /* Whole clusters (the last may be cut by the end of the disk). */
                     uint64_t k = (limit - pos) >> s->cluster_bits;
-                    if ((limit - pos) & (s->cluster_size - 1)) {
+                    if (((limit - pos) & (s->cluster_size - 1)) && limit >= s->size) {
                         k++;
                     }
                     zero_in_slice(s, slice, i, (uint32_t)k, flags);

@@ -584,19 +584,6 @@ static bool qcow2_has_zero_init(struct block_node *bs)
     return bnode_has_zero_init(s->data_file->bs);
 }
 
-static int64_t qcow2_get_allocated_file_size(struct block_node *bs)
-{
-    struct qcow2_state *s = bs->opaque;
-    int64_t size = bnode_get_allocated_file_size(bs->file->bs);
-    if (size >= 0 && qcow2_has_data_file(s)) {
-        int64_t data = bnode_get_allocated_file_size(s->data_file->bs);
-        if (data >= 0) {
-            size += data;
-        }
-    }
-    return size;
-}
-
 static json_t *qcow2_get_specific_info(struct block_node *bs, struct err *err)
 {
     struct qcow2_state *s = bs->opaque;
@@ -749,7 +736,6 @@ static const struct block_driver bdrv_qcow2 = {
     .create_opts = qcow2_create_opts,
     .has_zero_init = qcow2_has_zero_init,
     .getlength = qcow2_getlength,
-    .get_allocated_file_size = qcow2_get_allocated_file_size,
     .refresh_limits = qcow2_refresh_limits,
     .co_preadv = qcow2_co_preadv,
     .co_pwritev = qcow2_co_pwritev,

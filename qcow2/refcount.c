@@ -212,27 +212,30 @@ static int write_reftable_entry(struct qcow2_state *s, uint64_t index)
                             &v, sizeof(v));
 }
 
-/* A block for table entry ti, in the first cluster of the range it covers. */
-static int alloc_refblock(struct qcow2_state *s, uint64_t ti)
+/* Write a new, empty refcount block at off and point table entry ti at it. */
+static int install_refblock(struct qcow2_state *s, uint64_t ti, uint64_t off, bool self)
 {
-    uint64_t cluster = ti << s->rb_bits;
-    uint64_t off = cluster << s->cluster_bits;
     void *block;
-
-    if (ti == 0) {
-        qcow2_signal_corruption(s, "refcount block 0 is missing");
-        return -EIO;
-    }
     trace("qcow2_alloc_refblock", "entry %" PRIu64 " at 0x%" PRIx64, ti, off);
     int ret = qcow2_cache_get_empty(s->rb_cache, off, &block);
     if (ret < 0) {
         return ret;
     }
     memset(block, 0, s->cluster_size);
-    qcow2_rb_set(s, block, 0, 1);
+    if (self) {
+        qcow2_rb_set(s, block, (off >> s->cluster_bits) & (s->rb_size - 1), 1);
+    }
     qcow2_cache_mark_dirty(s->rb_cache, block);
     qcow2_cache_put(s->rb_cache, &block);
     qcow2_take_fresh(s, off, s->cluster_size);
+    if (!self) {
+        /* Counted in another (existing) block: that count must be durable first too. */
+        ret = qcow2_update_refcount(s, off, s->cluster_size, 1, QCOW2_DISCARD_NEVER);
+        if (ret < 0) {
+            qcow2_cache_discard(s->rb_cache, off);
+            return ret;
+        }
+    }
     /* The block must be on disk before the table points at it. */
     ret = qcow2_cache_flush(s->rb_cache);
     if (ret < 0) {
@@ -253,6 +256,57 @@ static int alloc_refblock(struct qcow2_state *s, uint64_t ti)
         qcow2_cache_discard(s->rb_cache, off);
     }
     return ret;
+}
+
+static int grow_reftable(struct qcow2_state *s, uint64_t ti);
+
+/*
+ * A block for the (missing) table entry ti, outside the clusters
+ * [avoid, avoid + n) the caller is about to allocate.  Where it can, the
+ * block goes in the range it covers and counts itself; when the caller's
+ * clusters fill the rest of that range, it goes after them and is counted
+ * by the block there (made first if missing).  Returns 0, or 1 when the
+ * refcount table was replaced (the caller searches again), or -errno.
+ */
+static int alloc_refblock(struct qcow2_state *s, uint64_t ti, uint64_t avoid, uint64_t n)
+{
+    uint64_t lo = ti << s->rb_bits, hi = lo + s->rb_size;
+    uint64_t x = lo;
+
+    if (ti == 0) {
+        qcow2_signal_corruption(s, "refcount block 0 is missing");
+        return -EIO;
+    }
+    if (x >= avoid && x < avoid + n) {
+        x = avoid + n;
+    }
+    if (x < hi) {
+        /* Every refcount of the range is 0 without a block: x is free. */
+        return install_refblock(s, ti, x << s->cluster_bits, true);
+    }
+    /* After the caller's clusters: the first free one from there. */
+    uint64_t saved = s->free_cluster_index;
+    s->free_cluster_index = avoid + n;
+    uint64_t y;
+    int ret = find_free(s, 1, &y);
+    s->free_cluster_index = saved;
+    if (ret < 0) {
+        return ret;
+    }
+    uint64_t tj = y >> s->rb_bits;
+    if (tj >= s->refcount_table_size) {
+        ret = grow_reftable(s, tj);
+        return ret < 0 ? ret : 1;
+    }
+    if (!(s->refcount_table[tj] & REFT_OFFSET_MASK)) {
+        ret = alloc_refblock(s, tj, avoid, n);
+        if (ret != 0) {
+            return ret;
+        }
+        /* y may hold that block now: look again. */
+        return alloc_refblock(s, ti, avoid, n);
+    }
+    return install_refblock(s, ti, y << s->cluster_bits, false);
 }
 
 /* Table clusters for at least entries entries: grown by half at a time, as QEMU does. */
@@ -374,19 +428,27 @@ static int grow_reftable(struct qcow2_state *s, uint64_t ti)
  */
 static int ensure_refblocks(struct qcow2_state *s, uint64_t offset, uint64_t len)
 {
-    uint64_t first = (offset >> s->cluster_bits) >> s->rb_bits;
-    uint64_t last = ((offset + len - 1) >> s->cluster_bits) >> s->rb_bits;
+    uint64_t c0 = offset >> s->cluster_bits;
+    uint64_t n = ((offset + len - 1) >> s->cluster_bits) - c0 + 1;
+    uint64_t first = c0 >> s->rb_bits;
+    uint64_t last = (c0 + n - 1) >> s->rb_bits;
+    bool made = false;
     for (uint64_t ti = first; ti <= last; ti++) {
         if (ti >= s->refcount_table_size) {
             int ret = grow_reftable(s, ti);
             return ret < 0 ? ret : 1;
         }
         if (!(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
-            int ret = alloc_refblock(s, ti);
-            return ret < 0 ? ret : 1;
+            /* Placed outside [c0, c0 + n): the caller's clusters stay free. */
+            int ret = alloc_refblock(s, ti, c0, n);
+            if (ret != 0) {
+                return ret;
+            }
+            made = true;
         }
     }
-    return 0;
+    /* New blocks may have used clusters after the run the caller counts on: check. */
+    return made ? 1 : 0;
 }
 
 /* ---- Updates ----------------------------------------------------------------------- */

@@ -371,6 +371,10 @@ int coroutine_fn qcow2_co_pdiscard(struct block_node *bs, int64_t offset, int64_
     if (ret < 0) {
         return ret;
     }
+    if (s->version < 3 && bs->backing) {
+        /* Without zero clusters, a discarded cluster would show the backing file. */
+        return -ENOTSUP;
+    }
     if ((offset | bytes) & (s->cluster_size - 1)) {
         /* Partial clusters are left alone, but for the last one of the disk. */
         if ((offset & (s->cluster_size - 1)) || (uint64_t)(offset + bytes) != s->size) {

@@ -17,7 +17,8 @@
 
 #define CHUNK_MAX   (2 * MiB)
 
-enum chunk_kind { CHUNK_DATA, CHUNK_ZERO };
+/* CHUNK_BACKING: unallocated in the source's top layer; the target's backing file has it. */
+enum chunk_kind { CHUNK_DATA, CHUNK_ZERO, CHUNK_BACKING };
 
 struct convert {
     struct block_backend **src;
@@ -28,6 +29,9 @@ struct convert {
     bool target_zero_init;
     bool in_order;
     bool compress;
+    int64_t cluster_size;          /* compression: chunks are whole target clusters */
+    bool target_has_backing;       /* -B: copy only what the source's top layer has */
+    int64_t target_backing_size;   /* past it the target reads zeroes anyway */
     bool salvage;
     int64_t min_sparse;
     int64_t chunk_max;
@@ -67,8 +71,9 @@ static int coroutine_fn next_chunk(struct convert *s, int64_t *off, int64_t *len
     int64_t n = MIN(s->chunk_max, s->src_size[i] - src_off);
     int64_t pnum;
     struct block_node *bs = blk_node(s->src[i]);
+    struct block_node *base = s->target_has_backing ? bnode_backing_bs(bs) : NULL;
 
-    int ret = bnode_co_block_status_above(bs, NULL, true, src_off, n, &pnum, NULL, NULL, NULL);
+    int ret = bnode_co_block_status_above(bs, base, true, src_off, n, &pnum, NULL, NULL, NULL);
     if (ret < 0) {
         img_error("error while reading block status at offset %" PRId64 ": %s", s->next,
                   strerror(-ret));
@@ -76,7 +81,23 @@ static int coroutine_fn next_chunk(struct convert *s, int64_t *off, int64_t *len
     }
     *off = s->next;
     *len = MAX(MIN(pnum, n), 1);
-    *kind = (ret & BDRV_BLOCK_ZERO) ? CHUNK_ZERO : CHUNK_DATA;
+    if (s->target_has_backing && !(ret & BDRV_BLOCK_ALLOCATED)) {
+        *kind = CHUNK_BACKING;
+    } else if (ret & BDRV_BLOCK_ZERO) {
+        bool past_backing = s->target_has_backing && *off >= s->target_backing_size;
+        *kind = past_backing ? CHUNK_BACKING : CHUNK_ZERO;
+    } else {
+        *kind = CHUNK_DATA;
+    }
+    if (s->compress) {
+        /* Compressed clusters are written whole: a short run counts as data. */
+        if (*len < s->cluster_size) {
+            *len = MIN(s->cluster_size, s->total - *off);
+            *kind = CHUNK_DATA;
+        } else {
+            *len = ALIGN_DOWN(*len, s->cluster_size);
+        }
+    }
     s->next += *len;
     return 1;
 }
@@ -120,7 +141,14 @@ static int coroutine_fn write_zeroes(struct convert *s, int64_t off, int64_t len
 static int coroutine_fn write_data(struct convert *s, int64_t off, int64_t len, uint8_t *buf)
 {
     int flags = 0;
-    if (!s->min_sparse || s->compress) {
+    if (s->compress) {
+        /* Whole clusters: only a chunk of nothing but zeroes may be left out. */
+        if (s->min_sparse && buffer_is_zero(buf, len)) {
+            return write_zeroes(s, off, len);
+        }
+        return blk_co_pwrite(s->target, off, len, buf, BDRV_REQ_WRITE_COMPRESSED);
+    }
+    if (!s->min_sparse) {
         return blk_co_pwrite(s->target, off, len, buf, flags);
     }
     int64_t pos = 0;
@@ -181,7 +209,7 @@ static void convert_worker(void *opaque)
         }
         ret = kind == CHUNK_DATA ? read_chunk(s, off, len, buf) : 0;
         wait_turn(s, off);
-        if (ret == 0 && !s->ret) {
+        if (ret == 0 && !s->ret && kind != CHUNK_BACKING) {
             ret = kind == CHUNK_DATA ? write_data(s, off, len, buf) : write_zeroes(s, off, len);
             if (ret < 0) {
                 img_error("error while writing at byte %" PRId64 ": %s", off, strerror(-ret));
@@ -202,7 +230,7 @@ static void convert_worker(void *opaque)
 /* ---- Options and setup ------------------------------------------------- */
 
 struct convert_args {
-    const char *fmt, *out_fmt, *cache, *src_cache, *out_opts, *backing;
+    const char *fmt, *out_fmt, *cache, *src_cache, *out_opts, *backing, *backing_fmt;
     bool image_opts, target_image_opts, skip_create, quiet, progress, force_share;
     bool target_is_zero, compress, salvage, unordered;
     int64_t min_sparse;
@@ -228,8 +256,8 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
 
     *a = (struct convert_args){ .out_fmt = "raw", .cache = "unsafe", .src_cache = "writeback",
                                 .min_sparse = 4096, .num_coroutines = 8 };
-    while ((c = getopt_long(argc, argv, ":hf:O:B:Cco:l:S:pt:T:qnm:WUr:", long_opts, NULL)) !=
-           -1) {
+    while ((c = getopt_long(argc, argv, ":hf:O:B:F:Cco:l:S:pt:T:qnm:WUr:", long_opts,
+                            NULL)) != -1) {
         switch (c) {
         case 'f':
             a->fmt = optarg;
@@ -239,6 +267,9 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
             break;
         case 'B':
             a->backing = optarg;
+            break;
+        case 'F':
+            a->backing_fmt = optarg;
             break;
         case 'c':
             a->compress = true;
@@ -308,7 +339,7 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
             return -ENOTSUP;
         case 'h':
             printf("usage: spindle-img convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
-                   "[-T src_cache] [-O output_fmt] [-B backing_file] [-o options] "
+                   "[-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
                    "[-S sparse_size] [-m num_coroutines] [-W] [--target-is-zero] "
                    "filename [filename2 [...]] output_filename\n");
             return 1;
@@ -326,6 +357,10 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
     }
     if (a->target_is_zero && !a->skip_create) {
         img_error("--target-is-zero requires use of -n flag");
+        return -EINVAL;
+    }
+    if (a->backing && argc - optind > 2) {
+        img_error("-B makes no sense when concatenating multiple input images");
         return -EINVAL;
     }
     if (a->target_image_opts && !a->skip_create) {
@@ -374,6 +409,13 @@ static int create_target(struct convert *s, const struct convert_args *a)
     json_object_set_new(opts, "size", json_integer(s->total));
     if (a->backing) {
         json_object_set_new(opts, "backing_file", json_string(a->backing));
+        if (a->backing_fmt) {
+            json_object_set_new(opts, "backing_fmt", json_string(a->backing_fmt));
+        } else if (!json_object_get(opts, "backing_fmt")) {
+            img_error("Use of backing file requires explicit backing format");
+            json_decref(opts);
+            return -EINVAL;
+        }
     }
     int ret = bdrv_create(a->out_fmt, opts, &err);
     json_decref(opts);
@@ -405,8 +447,17 @@ static int open_target(struct convert *s, const struct convert_args *a)
     s->target_zero_init = a->target_is_zero ||
                           (!a->skip_create && !a->backing && bnode_has_zero_init(bs));
     if (a->compress) {
-        img_error("Compression not supported for this file format");
-        return -ENOTSUP;
+        if (!(bs->drv->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED) ||
+            !bs->drv->get_cluster_size || bs->drv->get_cluster_size(bs) <= 0) {
+            img_error("Compression not supported for this file format");
+            return -ENOTSUP;
+        }
+        s->cluster_size = bs->drv->get_cluster_size(bs);
+    }
+    s->target_has_backing = a->backing != NULL;
+    if (s->target_has_backing) {
+        struct block_node *tb = bnode_backing_bs(bs);
+        s->target_backing_size = tb ? bnode_getlength(tb) : 0;
     }
     return 0;
 }
@@ -429,7 +480,12 @@ int img_convert(int argc, char **argv)
         ret = open_target(&s, &a);
     }
     if (ret == 0) {
-        s.in_order = !a.unordered;
+        /*
+         * Compressed writes are not kept in order: compressing is the work,
+         * and in order it would run one cluster at a time (qemu-img's default).
+         * The clusters land in the order their compression finishes.
+         */
+        s.in_order = !a.unordered && !a.compress;
         s.compress = a.compress;
         s.salvage = a.salvage;
         s.min_sparse = a.min_sparse;

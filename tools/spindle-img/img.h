@@ -39,5 +39,6 @@ int img_create(int argc, char **argv);
 int img_info(int argc, char **argv);
 int img_convert(int argc, char **argv);
 int img_bench(int argc, char **argv);
+int img_check(int argc, char **argv);
 
 #endif

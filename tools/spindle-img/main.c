@@ -19,9 +19,12 @@ static const struct subcommand subcommands[] = {
       "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
       "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
       "[-t cache] [-w] [-U] filename" },
+    { "check", img_check,
+      "check [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] "
+      "[-U] filename" },
     { "convert", img_convert,
       "convert [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-C] [-c] [-p] "
-      "[-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file] "
+      "[-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
       "[-o options] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] "
       "filename [filename2 [...]] output_filename" },
     { "create", img_create,

@@ -16,6 +16,10 @@
  *   map                                  allocation of the whole image
  *   truncate SIZE
  *   length
+ *   stress [-t threads] [-q depth] [-n ops] [-s seed] [-b block] [-o model.raw]
+ *                                        random writes, zero writes and discards
+ *                                        from several iothreads, checked against
+ *                                        a model (see stress.c)
  *
  * A failed command or a pattern mismatch is reported and makes the exit
  * status 1; the remaining commands still run, as in qemu-io.
@@ -29,6 +33,8 @@
 #include "util/aio.h"
 #include "util/log.h"
 #include "util/opts.h"
+
+#include "stress.h"
 
 #define MAX_ARGS 64
 
@@ -336,6 +342,8 @@ static int coroutine_fn run_command(struct io_state *s, const char *cmdline)
         ret = blk_co_flush(s->blk);
     } else if (!strcmp(cmd, "map")) {
         ret = do_map(s);
+    } else if (!strcmp(cmd, "stress")) {
+        ret = io_stress(s->blk, argc, argv);
     } else if (!strcmp(cmd, "length")) {
         char size[32];
         format_size((uint64_t)blk_getlength(s->blk), size, sizeof(size));
@@ -382,7 +390,7 @@ static void usage(void)
     printf("Usage: spindle-io [-f FMT] [--image-opts] [-t CACHE] [-i AIO] [-n] [-r] [-U] "
            "-c CMD... FILE\n"
            "Commands: read, readv, write, writev, discard, flush, aio_read, aio_write,\n"
-           "          aio_flush, map, truncate, length (see the source header)\n");
+           "          aio_flush, map, truncate, length, stress (see the source header)\n");
 }
 
 int main(int argc, char **argv)
