@@ -271,6 +271,11 @@ static void backup_clean(struct job *job)
         blk_unref(s->target_blk);
     }
     s->source_blk = s->target_blk = NULL;
+    /* Released before the job's final event, so the target file can be reopened then. */
+    if (s->target) {
+        bnode_unref(s->target);
+        s->target = NULL;
+    }
 }
 
 static void backup_free(struct job *job)
@@ -278,7 +283,9 @@ static void backup_free(struct job *job)
     struct backup_job *s = (struct backup_job *)job;
     hbitmap_free(s->todo);
     pthread_mutex_destroy(&s->lock);
-    bnode_unref(s->target);
+    if (s->target) {
+        bnode_unref(s->target);
+    }
     bnode_unref(s->source);
     block_job_release(&s->common);
 }

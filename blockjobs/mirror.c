@@ -484,6 +484,18 @@ static void mirror_clean(struct job *job)
             s->target->open_flags &= ~BDRV_O_RDWR;
         }
     }
+    /*
+     * The target goes before COMPLETED/CANCELLED is announced, as in QEMU:
+     * a script that reacts to the event may reopen the same file at once.
+     */
+    if (s->filter) {
+        bnode_unref(s->filter);
+        s->filter = NULL;
+    }
+    if (s->target) {
+        bnode_unref(s->target);
+        s->target = NULL;
+    }
 }
 
 static void mirror_free(struct job *job)
@@ -492,7 +504,9 @@ static void mirror_free(struct job *job)
     if (s->filter) {
         bnode_unref(s->filter);
     }
-    bnode_unref(s->target);
+    if (s->target) {
+        bnode_unref(s->target);
+    }
     bnode_unref(s->source);
     pthread_mutex_destroy(&s->ops_lock);
     block_job_release(&s->common);
