@@ -41,9 +41,14 @@ struct block_node *blockdev_add(json_t *options, struct err *err)
     if (!bs) {
         return NULL;
     }
+    blockdev_adopt(bs);
+    return bs;
+}
+
+void blockdev_adopt(struct block_node *bs)
+{
     user_nodes = xrealloc(user_nodes, (nr_user_nodes + 1) * sizeof(*user_nodes));
     user_nodes[nr_user_nodes++] = bs;
-    return bs;
 }
 
 /* Whether a device, export or job (a parent that is not a node) holds bs. */

@@ -33,6 +33,13 @@ struct block_node *blockdev_add(json_t *options, struct err *err);
  */
 int blockdev_del(const char *node_name, struct err *err);
 
+/*
+ * Take over the caller's reference to a node the user did not add by
+ * blockdev_add but must be able to blockdev-del (a snapshot overlay that
+ * nothing else holds).
+ */
+void blockdev_adopt(struct block_node *bs);
+
 /* Whether bs was added by blockdev_add and not deleted since. */
 bool blockdev_is_user_node(const struct block_node *bs);
 
