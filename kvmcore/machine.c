@@ -9,6 +9,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "blockjobs/job.h"
 #include "kvmcore/layout.h"
 #include "kvmcore/mptable.h"
 #include "util/iothread.h"
@@ -507,6 +508,8 @@ void kvm_machine_cleanup(struct kvm_machine *m)
     runstate_set_machine(NULL, NULL);
     /* vCPUs first: nothing may touch a device while it goes. */
     stop_vcpus(m);
+    /* Jobs next: a mirror's filter stands between a device and its disk. */
+    job_cancel_sync_all();
     list_for_each(d, &m->devs, link) {
         if (d->stop) {
             d->stop(d);

@@ -6,6 +6,7 @@
 #include "monitor/command.h"
 #include "monitor/event.h"
 #include "monitor/qmp-bitmap.h"
+#include "monitor/qmp-job.h"
 #include "monitor/qmp-block.h"
 #include "monitor/qmp-control.h"
 #include "monitor/qmp-misc.h"
@@ -34,6 +35,7 @@ void mon_init(void)
     qmp_block_info_register();
     qmp_block_register();
     qmp_bitmap_register();
+    qmp_job_register();
     blk_set_error_listener(&io_error_listener);
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "block/blockdev.h"
+#include "blockjobs/job.h"
 #include "monitor/monitor.h"
 #include "util/aio.h"
 #include "util/iothread.h"
@@ -114,6 +115,7 @@ static void block_signals(void)
 static void cleanup(int pid_fd, const char *pidfile)
 {
     mon_cleanup();
+    job_cancel_sync_all();
     blockdev_close_all();
     iothread_destroy_all();
     aio_del_fd_handler(signal_handler);
