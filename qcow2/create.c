@@ -367,7 +367,8 @@ int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
     }
     char *data_path = NULL;
     if (a.data_file) {
-        data_path = bdrv_resolve_relative(a.filename, a.data_file);
+        /* As qemu-img: created where the name points from here; opened relative to the image. */
+        data_path = xstrdup(a.data_file);
         fopts = json_object();
         json_object_set_new(fopts, "filename", json_string(data_path));
         json_object_set_new(fopts, "size", json_integer(0));
