@@ -73,9 +73,11 @@ static void print_json_value(json_t *v, int indent)
         bool first = true;
         printf("{\n");
         json_object_foreach(v, key, item) {
-            char *k = json_dumps(json_string(key), JSON_ENCODE_ANY);
+            json_t *kj = json_string(key);
+            char *k = json_dumps(kj, JSON_ENCODE_ANY);
             printf("%s%*s%s: ", first ? "" : ",\n", indent + 4, "", k);
             free(k);
+            json_decref(kj);
             print_json_value(item, indent + 4);
             first = false;
         }
