@@ -50,6 +50,7 @@ struct bdrv_create_opt {
     enum bdrv_opt_type type;
     const char *def;          /* printed when not given; NULL: not printed */
     const char *help;
+    bool protocol;            /* the protocol's option, passed through (not in -o help) */
 };
 
 enum bdrv_check_mode {

@@ -376,14 +376,19 @@ static int compare(struct check *c, uint64_t *highest)
 {
     struct qcow2_state *s = c->s;
     struct bdrv_check_result *res = c->res;
+    /* Past the end of the file nothing is referenced, but refcounts may say otherwise. */
+    uint64_t end = MAX(c->nb_clusters, (uint64_t)s->reftable_used << s->rb_bits);
     *highest = 0;
-    for (uint64_t base = 0; base < c->nb_clusters; base += s->rb_size) {
+    for (uint64_t base = 0; base < end; base += s->rb_size) {
         uint64_t ti = base >> s->rb_bits;
         uint64_t off = ti < s->refcount_table_size ? s->refcount_table[ti] & REFT_OFFSET_MASK
                                                    : 0;
         bool usable = off && !(off & (s->cluster_size - 1)) &&
                       (off >> s->cluster_bits) < c->nb_clusters;
         void *block = NULL;
+        if (base >= c->nb_clusters && !usable) {
+            continue;
+        }
         if (usable) {
             int ret = qcow2_cache_get(s->rb_cache, off, &block);
             if (ret < 0) {
@@ -393,10 +398,10 @@ static int compare(struct check *c, uint64_t *highest)
                 continue;
             }
         }
-        uint64_t end = MIN(base + s->rb_size, c->nb_clusters);
-        for (uint64_t i = base; i < end; i++) {
+        uint64_t stop = MIN(base + s->rb_size, end);
+        for (uint64_t i = base; i < stop; i++) {
             uint64_t disk = block ? qcow2_rb_get(s, block, i - base) : 0;
-            uint64_t want = c->counts[i];
+            uint64_t want = i < c->nb_clusters ? c->counts[i] : 0;
             if (disk || want) {
                 *highest = i;
             }

@@ -899,7 +899,9 @@ int qcow2_discard_clusters(struct qcow2_state *s, uint64_t offset, uint64_t byte
         qcow2_wait_allocs(s, offset, n);
         uint64_t *slice;
         uint32_t idx;
-        ret = qcow2_get_l2_slice(s, offset, false, &slice, &idx);
+        /* Over a backing file even unallocated clusters must become zero clusters. */
+        bool need_table = !full && s->bs->backing && s->version >= 3;
+        ret = qcow2_get_l2_slice(s, offset, need_table, &slice, &idx);
         if (ret < 0) {
             return ret;
         }

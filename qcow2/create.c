@@ -19,36 +19,36 @@
 /* The options, in the order qemu-img prints them in "Formatting ...". */
 const struct bdrv_create_opt qcow2_create_opts[] = {
     { "encryption", BDRV_OPT_BOOL, NULL,
-      "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
-    { "encrypt.format", BDRV_OPT_STRING, NULL, "Encrypt the image, format choices: 'aes', 'luks'" },
+      "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", false },
+    { "encrypt.format", BDRV_OPT_STRING, NULL, "Encrypt the image, format choices: 'aes', 'luks'", false },
     { "encrypt.key-secret", BDRV_OPT_STRING, NULL,
-      "ID of secret providing qcow AES key or LUKS passphrase" },
-    { "encrypt.cipher-alg", BDRV_OPT_STRING, NULL, "Name of encryption cipher algorithm" },
-    { "encrypt.cipher-mode", BDRV_OPT_STRING, NULL, "Name of encryption cipher mode" },
-    { "encrypt.ivgen-alg", BDRV_OPT_STRING, NULL, "Name of IV generator algorithm" },
-    { "encrypt.ivgen-hash-alg", BDRV_OPT_STRING, NULL, "Name of IV generator hash algorithm" },
-    { "encrypt.hash-alg", BDRV_OPT_STRING, NULL, "Name of encryption hash algorithm" },
-    { "encrypt.iter-time", BDRV_OPT_NUMBER, NULL, "Time to spend in PBKDF in milliseconds" },
-    { "cluster_size", BDRV_OPT_SIZE, "65536", "qcow2 cluster size" },
-    { "extended_l2", BDRV_OPT_BOOL, "off", "Extended L2 tables" },
+      "ID of secret providing qcow AES key or LUKS passphrase", false },
+    { "encrypt.cipher-alg", BDRV_OPT_STRING, NULL, "Name of encryption cipher algorithm", false },
+    { "encrypt.cipher-mode", BDRV_OPT_STRING, NULL, "Name of encryption cipher mode", false },
+    { "encrypt.ivgen-alg", BDRV_OPT_STRING, NULL, "Name of IV generator algorithm", false },
+    { "encrypt.ivgen-hash-alg", BDRV_OPT_STRING, NULL, "Name of IV generator hash algorithm", false },
+    { "encrypt.hash-alg", BDRV_OPT_STRING, NULL, "Name of encryption hash algorithm", false },
+    { "encrypt.iter-time", BDRV_OPT_NUMBER, NULL, "Time to spend in PBKDF in milliseconds", false },
+    { "cluster_size", BDRV_OPT_SIZE, "65536", "qcow2 cluster size", false },
+    { "extended_l2", BDRV_OPT_BOOL, "off", "Extended L2 tables", false },
     { "preallocation", BDRV_OPT_STRING, NULL,
-      "Preallocation mode (allowed values: off, metadata, falloc, full)" },
+      "Preallocation mode (allowed values: off, metadata, falloc, full)", false },
     { "compression_type", BDRV_OPT_STRING, "zlib",
-      "Compression method used for image cluster compression" },
-    { "size", BDRV_OPT_SIZE, NULL, "Virtual disk size" },
-    { "compat", BDRV_OPT_STRING, NULL, "Compatibility level (v2 [0.10] or v3 [1.1])" },
-    { "backing_file", BDRV_OPT_STRING, NULL, "File name of a base image" },
-    { "backing_fmt", BDRV_OPT_STRING, NULL, "Image format of the base image" },
-    { "data_file", BDRV_OPT_STRING, NULL, "File name of an external data file" },
+      "Compression method used for image cluster compression", false },
+    { "size", BDRV_OPT_SIZE, NULL, "Virtual disk size", false },
+    { "compat", BDRV_OPT_STRING, NULL, "Compatibility level (v2 [0.10] or v3 [1.1])", false },
+    { "backing_file", BDRV_OPT_STRING, NULL, "File name of a base image", false },
+    { "backing_fmt", BDRV_OPT_STRING, NULL, "Image format of the base image", false },
+    { "data_file", BDRV_OPT_STRING, NULL, "File name of an external data file", false },
     { "data_file_raw", BDRV_OPT_BOOL, NULL,
-      "The external data file must stay valid as a raw image" },
-    { "lazy_refcounts", BDRV_OPT_BOOL, "off", "Postpone refcount updates" },
-    { "refcount_bits", BDRV_OPT_NUMBER, "16", "Width of a reference count entry in bits" },
+      "The external data file must stay valid as a raw image", false },
+    { "lazy_refcounts", BDRV_OPT_BOOL, "off", "Postpone refcount updates", false },
+    { "refcount_bits", BDRV_OPT_NUMBER, "16", "Width of a reference count entry in bits", false },
     /* The file protocol's: accepted as qemu-img does; spindle gives them no effect. */
-    { "nocow", BDRV_OPT_BOOL, NULL, "Turn off copy-on-write (valid only on btrfs)" },
+    { "nocow", BDRV_OPT_BOOL, NULL, "Turn off copy-on-write (valid only on btrfs)", true },
     { "extent_size_hint", BDRV_OPT_SIZE, NULL,
-      "Extent size hint for the image file, 0 to disable" },
-    { NULL, 0, NULL, NULL },
+      "Extent size hint for the image file, 0 to disable", true },
+    { NULL, 0, NULL, NULL, false },
 };
 
 struct create_args {
@@ -383,7 +383,8 @@ int coroutine_fn qcow2_co_create(json_t *options, struct err *err)
     }
     char *data_path = NULL;
     if (a.data_file) {
-        data_path = bdrv_resolve_relative(a.filename, a.data_file);
+        /* As qemu-img: created where the name points from here; opened relative to the image. */
+        data_path = xstrdup(a.data_file);
         fopts = json_object();
         json_object_set_new(fopts, "filename", json_string(data_path));
         json_object_set_new(fopts, "size", json_integer(0));

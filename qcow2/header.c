@@ -568,7 +568,8 @@ int qcow2_update_header(struct qcow2_state *s)
         st_be64(c + 8, s->crypto_length);
         ret = put_ext(buf, size, &off, QCOW2_EXT_CRYPTO, c, sizeof(c));
     }
-    if (ret == 0 && s->version >= 3) {
+    /* Small header clusters keep their room for the backing file name (as QEMU). */
+    if (ret == 0 && s->version >= 3 && s->cluster_size > 4096) {
         uint8_t table[ARRAY_SIZE(known_features) * FEATURE_ENTRY_LEN];
         memset(table, 0, sizeof(table));
         for (size_t i = 0; i < ARRAY_SIZE(known_features); i++) {

@@ -506,10 +506,12 @@ static int coroutine_fn write_caches(struct qcow2_state *s)
 static void close_entry(void *opaque)
 {
     struct qcow2_state *s = opaque;
+    struct err err = { 0 };
     if (s->bs->read_only) {
+        /* Nothing to write back: only the loaded bitmaps to let go of. */
+        qcow2_store_bitmaps(s, true, &err);
         return;
     }
-    struct err err = { 0 };
     co_mutex_lock(&s->lock);
     int ret = 0;
     if (!s->corrupt_signalled) {

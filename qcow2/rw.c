@@ -323,6 +323,21 @@ static bool coroutine_fn range_is_zero(struct block_node *bs, int64_t offset, in
     return true;
 }
 
+/* Whether [start, end) holds no data of this layer (s->lock held). */
+static bool coroutine_fn still_unwritten(struct qcow2_state *s, uint64_t start, uint64_t end)
+{
+    while (start < end) {
+        uint64_t n = end - start, host, entry;
+        enum qcow2_sc_type type;
+        if (qcow2_get_host_offset(s, start, &n, &host, &type, &entry) < 0 ||
+            type == QCOW2_SC_NORMAL || type == QCOW2_SC_COMPRESSED) {
+            return false;
+        }
+        start += n;
+    }
+    return true;
+}
+
 int coroutine_fn qcow2_co_pwrite_zeroes(struct block_node *bs, int64_t offset, int64_t bytes,
                                         int flags)
 {
@@ -340,6 +355,8 @@ int coroutine_fn qcow2_co_pwrite_zeroes(struct block_node *bs, int64_t offset, i
     if (end >= s->size) {
         tail = 0;
     }
+    uint64_t orig_start = offset, orig_end = end;
+    bool widened = false;
     if (head || tail) {
         /* Zero whole subclusters only where the rest of them reads as zeroes already. */
         uint64_t start = offset - head;
@@ -350,15 +367,27 @@ int coroutine_fn qcow2_co_pwrite_zeroes(struct block_node *bs, int64_t offset, i
         }
         offset = start;
         end = new_end;
+        widened = true;
     }
     if (qcow2_data_file_is_raw(s)) {
         /* The raw data file must show the zeroes by itself. */
-        ret = bnode_co_pwrite_zeroes(s->data_file, offset, end - offset, flags);
+        ret = bnode_co_pwrite_zeroes(s->data_file, orig_start, orig_end - orig_start, flags);
         if (ret < 0) {
             return ret;
         }
     }
     co_mutex_lock(&s->lock);
+    if (widened) {
+        /*
+         * A write may have landed in the widened part since it was looked
+         * at: once nothing is in flight there, it must still hold no data.
+         */
+        qcow2_wait_allocs(s, offset, end - offset);
+        if (!still_unwritten(s, offset, orig_start) || !still_unwritten(s, orig_end, end)) {
+            co_mutex_unlock(&s->lock);
+            return -ENOTSUP;
+        }
+    }
     ret = qcow2_zero_clusters(s, offset, end - offset, flags);
     co_mutex_unlock(&s->lock);
     return ret;

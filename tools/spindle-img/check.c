@@ -85,9 +85,7 @@ static void print_json(const struct bdrv_check_result *r, const char *filename,
     put_nonzero(o, "compressed-clusters", r->compressed_clusters);
     json_object_set_new(o, "filename", json_string(filename));
     json_object_set_new(o, "format", json_string(format));
-    char *text = json_dumps(o, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
-    printf("%s\n", text);
-    free(text);
+    img_print_json(o);
     json_decref(o);
 }
 

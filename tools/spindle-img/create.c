@@ -33,16 +33,18 @@ static void print_create_help(const char *fmt)
     }
     if (drv->create_opts) {
         /* qemu-img's form: sorted by name, with the type. */
-        size_t n = 0;
-        while (drv->create_opts[n].name) {
-            n++;
+        size_t n = 0, total = 0;
+        while (drv->create_opts[total].name) {
+            total++;
         }
-        const struct bdrv_create_opt **sorted = xcalloc(n, sizeof(*sorted));
-        for (size_t i = 0; i < n; i++) {
-            sorted[i] = &drv->create_opts[i];
+        const struct bdrv_create_opt **sorted = xcalloc(total, sizeof(*sorted));
+        for (size_t i = 0; i < total; i++) {
+            if (!drv->create_opts[i].protocol) {
+                sorted[n++] = &drv->create_opts[i];
+            }
         }
         qsort(sorted, n, sizeof(*sorted), cmp_opt);
-        printf("Supported options:\n");
+        printf("Supported %s options:\n", fmt);
         for (size_t i = 0; i < n; i++) {
             char left[64];
             snprintf(left, sizeof(left), "%s=<%s>", sorted[i]->name,
@@ -50,6 +52,8 @@ static void print_create_help(const char *fmt)
             printf("  %-22s - %s\n", left, sorted[i]->help);
         }
         free(sorted);
+        printf("\nThe protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
         return;
     }
     printf("Supported %s options:\n", fmt);
@@ -158,6 +162,30 @@ static void print_formatting(const char *filename, const char *fmt, json_t *opts
     }
     printf("\n");
     fflush(stdout);
+}
+
+/* Open the backing file (relative to the new image) for its size. */
+static int64_t backing_file_size(const char *filename, const char *backing, json_t *opts,
+                                 struct err *err)
+{
+    const char *bfmt = NULL;
+    opts_get_str(opts, "backing_fmt", &bfmt, NULL);
+    char *path = bdrv_resolve_relative(filename, backing);
+    json_t *bopts = json_object();
+    if (bfmt) {
+        json_object_set_new(bopts, "driver", json_string(bfmt));
+    }
+    struct err e = { 0 };
+    struct block_node *bs = bnode_open(path, bopts, BDRV_O_NO_BACKING | BDRV_O_NO_IO, &e);
+    json_decref(bopts);
+    free(path);
+    if (!bs) {
+        err_set(err, "%s; Could not open backing image.", e.msg);
+        return -ENOENT;
+    }
+    int64_t size = bnode_getlength(bs);
+    bnode_unref(bs);
+    return size;
 }
 
 int img_create(int argc, char **argv)
@@ -273,9 +301,20 @@ int img_create(int argc, char **argv)
     if (unsafe) {
         json_object_set_new(opts, "x-unsafe-backing", json_true());
     }
-    if (!json_object_get(opts, "size") && !backing) {
+    const char *bfile = NULL;
+    opts_get_str(opts, "backing_file", &bfile, NULL);
+    if (!json_object_get(opts, "size") && !bfile) {
         img_error("Image creation needs a size parameter");
         goto out;
+    }
+    if (!json_object_get(opts, "size")) {
+        /* The size of the backing file, as qemu-img prints it in the Formatting line. */
+        int64_t size = backing_file_size(filename, bfile, opts, &err);
+        if (size < 0) {
+            img_error("%s: %s", filename, err.msg);
+            goto out;
+        }
+        json_object_set_new(opts, "size", json_integer(size));
     }
     if (!quiet) {
         print_formatting(filename, fmt, opts);

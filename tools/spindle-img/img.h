@@ -20,6 +20,12 @@ void img_error(const char *fmt, ...) PRINTF_FMT(1, 2);
 /* Parse a size argument the way qemu-img does (suffixes k, M, G, T, P, E). */
 int img_parse_size(const char *arg, int64_t *out);
 
+/*
+ * Print v as qemu-img prints JSON (four-space indent, empty arrays and
+ * objects open on one line and close on the next), then a newline.
+ */
+void img_print_json(json_t *v);
+
 /* Open an image for a subcommand; prints the error itself. */
 struct block_backend *img_open(const struct image_open *o);
 

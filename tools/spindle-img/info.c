@@ -1,13 +1,86 @@
 /* spindle-img info */
 #include "img.h"
 
+#include <time.h>
+
 #include "block/driver.h"
+#include "qcow2/qcow2.h"
 #include "util/opts.h"
+
+/* The "snapshots" array of qemu-img's JSON, or NULL when the format has none. */
+static json_t *snapshots_info(struct block_node *bs)
+{
+    const struct qcow2_format_ops *ops = qcow2_get_ops(bs);
+    struct qcow2_snapshot_info *list;
+    int n;
+    if (!ops || ops->snapshot_list(bs, &list, &n, NULL) < 0) {
+        return NULL;
+    }
+    if (n == 0) {
+        qcow2_snapshot_info_free(list, n);
+        return NULL;
+    }
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *o = json_object();
+        if (list[i].icount != UINT64_MAX) {
+            json_object_set_new(o, "icount", json_integer((json_int_t)list[i].icount));
+        }
+        json_object_set_new(o, "vm-clock-nsec",
+                            json_integer((json_int_t)(list[i].vm_clock_nsec % 1000000000ULL)));
+        json_object_set_new(o, "name", json_string(list[i].name));
+        json_object_set_new(o, "date-sec", json_integer(list[i].date_sec));
+        json_object_set_new(o, "date-nsec", json_integer(list[i].date_nsec));
+        json_object_set_new(o, "vm-clock-sec",
+                            json_integer((json_int_t)(list[i].vm_clock_nsec / 1000000000ULL)));
+        json_object_set_new(o, "id", json_string(list[i].id));
+        json_object_set_new(o, "vm-state-size", json_integer((json_int_t)list[i].vm_state_size));
+        json_array_append_new(a, o);
+    }
+    qcow2_snapshot_info_free(list, n);
+    return a;
+}
+
+/* qemu-img's snapshot table, from the "snapshots" array. */
+static void print_snapshot_table(json_t *snaps)
+{
+    size_t i;
+    json_t *sn;
+    printf("Snapshot list:\n");
+    printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+    json_array_foreach(snaps, i, sn) {
+        char size[FORMAT_SIZE_LEN], date[32], clock_buf[64], icount[32] = "";
+        format_size((uint64_t)json_integer_value(json_object_get(sn, "vm-state-size")), size,
+                    sizeof(size));
+        time_t t = (time_t)json_integer_value(json_object_get(sn, "date-sec"));
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+        int64_t secs = json_integer_value(json_object_get(sn, "vm-clock-sec"));
+        int64_t nsec = json_integer_value(json_object_get(sn, "vm-clock-nsec"));
+        snprintf(clock_buf, sizeof(clock_buf), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
+                 (int)((secs / 60) % 60), (int)(secs % 60), (int)(nsec / 1000000));
+        json_t *ic = json_object_get(sn, "icount");
+        if (ic) {
+            snprintf(icount, sizeof(icount), "%" JSON_INTEGER_FORMAT, json_integer_value(ic));
+        }
+        printf("%-9s %-16s %8s%20s%13s%11s\n", json_string_value(json_object_get(sn, "id")),
+               json_string_value(json_object_get(sn, "name")), size, date, clock_buf, icount);
+    }
+}
 
 /* The info object of one image, in qemu-img's key order. */
 static json_t *image_info(struct block_node *bs, const char *filename, struct err *err)
 {
     json_t *o = json_object();
+    /* qemu-img's key order (a hash order, as it happens). */
+    if (bs->backing_file[0] && bs->backing_format[0]) {
+        json_object_set_new(o, "backing-filename-format", json_string(bs->backing_format));
+    }
+    json_t *snaps = snapshots_info(bs);
+    if (snaps) {
+        json_object_set_new(o, "snapshots", snaps);
+    }
     json_object_set_new(o, "virtual-size", json_integer(bnode_getlength(bs)));
     json_object_set_new(o, "filename", json_string(filename));
     int64_t cluster = bs->drv->get_cluster_size ? bs->drv->get_cluster_size(bs) : 0;
@@ -31,9 +104,6 @@ static json_t *image_info(struct block_node *bs, const char *filename, struct er
         char *full = bdrv_resolve_relative(filename, bs->backing_file);
         json_object_set_new(o, "full-backing-filename", json_string(full));
         json_object_set_new(o, "backing-filename", json_string(bs->backing_file));
-        if (bs->backing_format[0]) {
-            json_object_set_new(o, "backing-filename-format", json_string(bs->backing_format));
-        }
         free(full);
     }
     json_object_set_new(o, "dirty-flag",
@@ -109,6 +179,9 @@ static void print_human(json_t *o)
     if (cluster) {
         printf("cluster_size: %" JSON_INTEGER_FORMAT "\n", json_integer_value(cluster));
     }
+    if (json_is_true(json_object_get(o, "dirty-flag"))) {
+        printf("cleanly shut down: no\n");
+    }
     json_t *backing = json_object_get(o, "backing-filename");
     if (backing) {
         const char *full = json_string_value(json_object_get(o, "full-backing-filename"));
@@ -124,11 +197,7 @@ static void print_human(json_t *o)
     }
     json_t *snaps = json_object_get(o, "snapshots");
     if (json_array_size(snaps)) {
-        /* Printed by the snapshot code of the format, as qemu-img's table. */
-        const char *table = json_string_value(json_object_get(o, "x-snapshot-table"));
-        if (table) {
-            printf("Snapshot list:\n%s", table);
-        }
+        print_snapshot_table(snaps);
     }
     json_t *specific = json_object_get(o, "format-specific");
     if (specific) {
@@ -226,10 +295,7 @@ int img_info(int argc, char **argv)
     free(fmt);
     if (ret == 0) {
         if (json) {
-            json_t *out = chain ? list : json_array_get(list, 0);
-            char *text = json_dumps(out, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
-            printf("%s\n", text);
-            free(text);
+            img_print_json(chain ? list : json_array_get(list, 0));
         } else {
             size_t i;
             json_t *item;

@@ -64,6 +64,44 @@ struct block_backend *img_open(const struct image_open *o)
     return blk;
 }
 
+static void print_json_value(json_t *v, int indent)
+{
+    const char *key;
+    json_t *item;
+    size_t i;
+    if (json_is_object(v)) {
+        bool first = true;
+        printf("{\n");
+        json_object_foreach(v, key, item) {
+            json_t *kj = json_string(key);
+            char *k = json_dumps(kj, JSON_ENCODE_ANY);
+            printf("%s%*s%s: ", first ? "" : ",\n", indent + 4, "", k);
+            free(k);
+            json_decref(kj);
+            print_json_value(item, indent + 4);
+            first = false;
+        }
+        printf("%s%*s}", first ? "" : "\n", indent, "");
+    } else if (json_is_array(v)) {
+        printf("[\n");
+        json_array_foreach(v, i, item) {
+            printf("%s%*s", i ? ",\n" : "", indent + 4, "");
+            print_json_value(item, indent + 4);
+        }
+        printf("%s%*s]", json_array_size(v) ? "\n" : "", indent, "");
+    } else {
+        char *text = json_dumps(v, JSON_ENCODE_ANY);
+        printf("%s", text);
+        free(text);
+    }
+}
+
+void img_print_json(json_t *v)
+{
+    print_json_value(v, 0);
+    printf("\n");
+}
+
 void img_progress_init(struct img_progress *p, bool requested)
 {
     p->enabled = requested && isatty(STDOUT_FILENO);
