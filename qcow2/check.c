@@ -83,6 +83,8 @@ static int check_l2(struct check *c, uint64_t l2_offset, bool active)
         return ret;
     }
     const uint64_t *t = (const uint64_t *)c->l2buf;
+    /* Fragmentation is counted within one L2 table, as qemu-img counts it. */
+    c->next_contiguous = 0;
     for (uint32_t i = 0; i < s->l2_size; i++) {
         uint64_t e = l2_get_entry(s, t, i);
         uint64_t b = l2_get_bitmap(s, t, i);
