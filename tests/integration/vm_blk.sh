@@ -55,6 +55,15 @@ boot null "rw=randread bs=4k iodepth=32 runtime=1" \
     -device virtio-blk-pci,drive=n0,iothread=io0,num-queues=1,queue-size=256
 ok_boot null
 
+# rate_iops paces the guest: 2000/s over two queues, within 5% over 2 s.
+boot paced "rw=randwrite bs=4k iodepth=8 runtime=2 numjobs=2 rate_iops=2000" \
+    -blockdev driver=null-co,node-name=n0,size=1073741824 -object iothread,id=io0 \
+    -device virtio-blk-pci,drive=n0,iothread=io0,num-queues=2
+ok_boot paced
+paced=$(sed -n 's/^BLKBENCH-RESULT.* queue=all .* iops=\([0-9]*\) .*/\1/p' "$tmp/paced.out")
+expect paced-rate '[ -n "$paced" ] && [ "$paced" -ge 1900 ] && [ "$paced" -le 2100 ]' \
+    "iops=${paced:-none} for rate_iops=2000"
+
 # A verify failure inside the guest reaches the host as the exit status.
 qemu-io -f raw -c "write -P 0x66 1M 64k" "$tmp/disk.raw" >/dev/null
 boot corrupt "rw=read bs=64k size=32M verify=pattern" \

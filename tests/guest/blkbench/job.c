@@ -40,6 +40,7 @@ struct sub {
     uint8_t *bufs;
     unsigned writes_since_flush;
     uint64_t t_start, t_last;
+    uint64_t rate_ticks;        /* rate_iops: TSC ticks between two requests */
     uint64_t ios, bytes, flushes, errors, verify_errors, checked;
     struct hist *hist;
 };
@@ -178,6 +179,9 @@ static int issue_one(struct sub *s, uint64_t now)
         s->stop = 1;
         return 0;
     }
+    /* Paced: the n-th request of the phase waits for its moment, as fio's rate_iops. */
+    if (j->phase == PH_MAIN && s->rate_ticks && s->issued * s->rate_ticks > now - s->t_start)
+        return 0;
     if (j->phase == PH_MAIN && j->o->flush_every &&
         s->writes_since_flush >= j->o->flush_every) {
         s->writes_since_flush = 0;
@@ -318,6 +322,8 @@ static void run_phase(struct job *j, enum phase ph)
         s->budget = s->nblocks;
         s->stop = 0;
         s->t_start = s->t_last = now;
+        /* The rate is the job's: each queue takes its share. */
+        s->rate_ticks = j->o->rate_iops ? ms_to_tsc(1000) * j->nsubs / j->o->rate_iops : 0;
     }
     while (active) {
         active = 0;

@@ -121,6 +121,7 @@ static int set_option(struct job_opts *j, const char *key, const char *v)
         { "iodepth", &j->iodepth, 1, 1024 },
         { "numjobs", &j->numjobs, 1, 16 },
         { "flush", &j->flush_every, 0, 1u << 30 },
+        { "rate_iops", &j->rate_iops, 0, 100000000 },
     };
     for (unsigned i = 0; i < ARRAY_SIZE(u); i++)
         if (!strcmp(key, u[i].key)) {

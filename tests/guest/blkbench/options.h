@@ -30,6 +30,7 @@ struct job_opts {
     uint32_t seed;              /* 0: from the TSC */
     uint64_t timeout_ms;        /* per request */
     uint64_t startdelay_ms;
+    unsigned rate_iops;         /* main phase: at most this many requests/s; 0: no cap */
 };
 
 /* 0, or -1 after printing BLKBENCH-ERROR with the offending word. */
