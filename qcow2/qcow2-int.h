@@ -346,6 +346,11 @@ struct qcow2_state {
     /* Host offsets at or past this read as zeroes: never written by anyone. */
     uint64_t fresh_from;
     uint8_t *zero_cluster;           /* a cluster of zeroes for COW writes (read-only) */
+    /* The image file is fallocated ahead of allocations up to here (0: never). */
+    bool grow_ahead;
+    bool file_grown;
+    uint64_t falloc_end;
+    struct co_mutex grow_lock;
     bool metadata_prealloc;          /* block status asks the file about holes */
     bool corrupt_signalled;
     bool closing;
@@ -594,6 +599,8 @@ int qcow2_co_pdiscard(struct block_node *bs, int64_t offset, int64_t bytes);
 int qcow2_co_block_status(struct block_node *bs, bool want_zero, int64_t offset,
                           int64_t bytes, int64_t *pnum, int64_t *map,
                           struct block_node **file);
+/* Make sure the image file has allocated blocks up to end (see rw.c). */
+int qcow2_grow_file_ahead(struct qcow2_state *s, uint64_t end);
 
 /* ---- compress.c ------------------------------------------------------------- */
 

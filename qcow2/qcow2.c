@@ -365,6 +365,7 @@ static void free_state(struct qcow2_state *s)
     s->zero_cluster = NULL;
     pthread_mutex_destroy(&s->map_lock);
     co_mutex_destroy(&s->lock);
+    co_mutex_destroy(&s->grow_lock);
 }
 
 static int qcow2_open(struct block_node *bs, json_t *options, int flags, struct err *err)
@@ -376,6 +377,7 @@ static int qcow2_open(struct block_node *bs, json_t *options, int flags, struct 
 
     s->bs = bs;
     co_mutex_init(&s->lock);
+    co_mutex_init(&s->grow_lock);
     pthread_mutex_init(&s->map_lock, NULL);
     list_init(&s->allocs);
     list_init(&s->unknown_exts);
@@ -429,6 +431,11 @@ static int qcow2_open(struct block_node *bs, json_t *options, int flags, struct 
         goto fail;
     }
     s->zero_cluster = xzalloc(s->cluster_size);
+    /* Only for a plain file we may resize: not for devices or external data files. */
+    s->grow_ahead = !bs->read_only && !qcow2_has_data_file(s) &&
+                    bnode_has_zero_init(bs->file->bs) && bs->file->bs->drv->co_truncate &&
+                    !(flags & BDRV_O_CHECK);
+    s->falloc_end = (uint64_t)file_size;
     s->fresh_from = bnode_has_zero_init(bs->file->bs) ? ALIGN_UP((uint64_t)file_size,
                                                                  (uint64_t)s->cluster_size)
                                                       : UINT64_MAX;
@@ -503,6 +510,26 @@ static int coroutine_fn write_caches(struct qcow2_state *s)
     return ret;
 }
 
+/*
+ * Cut the image file back to its last used cluster when writes grew it
+ * ahead (rw.c): after the metadata is written back, so the refcounts are
+ * the ones on disk.  Under s->lock.
+ */
+static void give_back_grown(struct qcow2_state *s)
+{
+    if (!s->file_grown) {
+        return;
+    }
+    int64_t end = qcow2_refcount_area_end(s);
+    int64_t size = bnode_getlength(s->bs->file->bs);
+    if (end > 0 && size > end &&
+        bnode_co_truncate(s->bs->file, end, false, PREALLOC_MODE_OFF, 0, NULL) == 0) {
+        size = end;
+    }
+    s->falloc_end = size > 0 ? (uint64_t)size : 0;
+    s->file_grown = false;
+}
+
 static void close_entry(void *opaque)
 {
     struct qcow2_state *s = opaque;
@@ -530,6 +557,9 @@ static void close_entry(void *opaque)
     if (r2 < 0) {
         log_error("%s: cannot write metadata back on close: %s", bnode_describe(s->bs),
                   strerror(-r2));
+    }
+    if (r2 == 0) {
+        give_back_grown(s);
     }
     co_mutex_unlock(&s->lock);
 }
@@ -682,6 +712,9 @@ static void reopen_entry(void *opaque)
         }
         if (r->ret == 0) {
             r->ret = qcow2_mark_clean(s);
+        }
+        if (r->ret == 0) {
+            give_back_grown(s);
         }
     } else if (s->nb_bitmaps) {
         r->ret = qcow2_bitmaps_mark_in_use(s, r->err);

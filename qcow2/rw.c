@@ -180,6 +180,44 @@ out:
     return ret;
 }
 
+/* ---- Growing the image file ahead of allocations ------------------------------------ */
+
+/*
+ * Filesystems serialise direct writes into holes and past the end of a file
+ * (the block allocation, the size change); writes into blocks that are
+ * allocated already run in parallel.  So the image file is grown with
+ * fallocate in steps ahead of the clusters being allocated, and cut back to
+ * the last used cluster on close.
+ */
+#define GROW_STEP (64 * MiB)
+
+int coroutine_fn qcow2_grow_file_ahead(struct qcow2_state *s, uint64_t end)
+{
+    if (!s->grow_ahead || end <= s->falloc_end) {
+        return 0;
+    }
+    co_mutex_lock(&s->grow_lock);
+    if (end > s->falloc_end) {
+        uint64_t target = ALIGN_UP(end, GROW_STEP) + GROW_STEP;
+        int64_t cur = bnode_getlength(s->bs->file->bs);
+        int ret = 0;
+        if (cur >= 0 && (uint64_t)cur < target) {
+            ret = bnode_co_truncate(s->bs->file, (int64_t)target, false, PREALLOC_MODE_FALLOC,
+                                    0, NULL);
+        }
+        if (ret < 0) {
+            /* Not worth failing a write for: carry on without it. */
+            s->grow_ahead = false;
+        } else {
+            s->falloc_end = target;
+            s->file_grown = true;
+            trace("qcow2_grow_file", "fallocated up to 0x%" PRIx64, target);
+        }
+    }
+    co_mutex_unlock(&s->grow_lock);
+    return 0;
+}
+
 /* ---- Writes ------------------------------------------------------------------------ */
 
 static int refuse_if_corrupt(struct qcow2_state *s)
@@ -262,6 +300,10 @@ static int coroutine_fn write_chunk(struct qcow2_state *s, uint64_t offset, uint
     }
     ret = check_data_write(s, m->host_offset + m->cow_start_off,
                            m->cow_end_off + m->cow_end_len - m->cow_start_off);
+    if (ret == 0 && !m->keep_old) {
+        ret = qcow2_grow_file_ahead(s, m->host_offset + ((uint64_t)m->nb_clusters <<
+                                                         s->cluster_bits));
+    }
     if (ret == 0) {
         ret = write_with_cow(s, m, qiov, qoff);
     }
