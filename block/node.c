@@ -911,6 +911,12 @@ struct bdrv_child *bnode_open_child(struct block_node *bs, json_t *options, cons
     inherit_options(child_opts, bs->open_flags, read_only);
     int child_flags = read_only ? flags & ~BDRV_O_RDWR : flags;
     child_flags &= ~(BDRV_O_NO_BACKING);
+    const char *spec_filename = NULL;
+    if (!json_object_get(child_opts, "driver") &&
+        opts_get_str(child_opts, "filename", &spec_filename, NULL) == 0) {
+        /* {"filename": ...} alone names the child as a filename would (file.filename=x). */
+        fallback_filename = spec_filename;
+    }
     if (!json_object_get(child_opts, "driver") && fallback_filename) {
         child_bs = bnode_open(fallback_filename, child_opts, child_flags |
                               (role == BDRV_CHILD_FILE ? BDRV_O_PROTOCOL : 0), err);
