@@ -347,6 +347,7 @@ struct qcow2_state {
     uint64_t fresh_from;
     uint8_t *zero_cluster;           /* a cluster of zeroes for COW writes (read-only) */
     bool metadata_prealloc;          /* block status asks the file about holes */
+    bool metadata_prealloc_checked;  /* decided (at the first block status) */
     bool corrupt_signalled;
     bool closing;
 

@@ -389,6 +389,36 @@ int coroutine_fn qcow2_co_pdiscard(struct block_node *bs, int64_t offset, int64_
 
 /* ---- Block status ------------------------------------------------------------------ */
 
+/*
+ * Whether the image was preallocated with metadata, by QEMU's test (so
+ * block status, and qemu-img map, agree with it): the refcounts count at
+ * least a ninth more clusters in use than the file really allocates (and
+ * two more at least).  Data clusters may then be holes in the file, which
+ * block status asks about.  Decided once, at the first block status, as
+ * the count reads refcount blocks.  Called with s->lock held.
+ */
+static int coroutine_fn detect_metadata_prealloc(struct qcow2_state *s)
+{
+    struct block_node *file = s->bs->file->bs;
+    int64_t length = bnode_getlength(file);
+    int64_t allocated = bnode_get_allocated_file_size(file);
+    if (length < 0 || allocated < 0) {
+        return false;
+    }
+    int64_t real = allocated / (int64_t)s->cluster_size;
+    int64_t threshold = MAX(real * 10 / 9, real + 2);
+    int64_t end = DIV_ROUND_UP(length, (int64_t)s->cluster_size), used = 0;
+    for (int64_t i = 0; i < end && used < threshold; i++) {
+        uint64_t refcount;
+        int ret = qcow2_get_refcount(s, (uint64_t)i, &refcount);
+        if (ret < 0) {
+            return ret;
+        }
+        used += refcount != 0;
+    }
+    return used >= threshold;
+}
+
 int coroutine_fn qcow2_co_block_status(struct block_node *bs, bool want_zero, int64_t offset,
                                        int64_t bytes, int64_t *pnum, int64_t *map,
                                        struct block_node **file)
@@ -413,6 +443,14 @@ int coroutine_fn qcow2_co_block_status(struct block_node *bs, bool want_zero, in
         status |= BDRV_BLOCK_ZERO;
     } else if (type == QCOW2_SC_NORMAL || type == QCOW2_SC_COMPRESSED) {
         status |= BDRV_BLOCK_DATA;
+    }
+    if (!s->metadata_prealloc_checked && (status & BDRV_BLOCK_DATA)) {
+        co_mutex_lock(&s->lock);
+        if (!s->metadata_prealloc_checked) {
+            s->metadata_prealloc = detect_metadata_prealloc(s) > 0;
+            s->metadata_prealloc_checked = true;
+        }
+        co_mutex_unlock(&s->lock);
     }
     if (s->metadata_prealloc && (status & BDRV_BLOCK_DATA) &&
         (status & BDRV_BLOCK_OFFSET_VALID)) {
