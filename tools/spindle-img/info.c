@@ -8,6 +8,13 @@
 static json_t *image_info(struct block_node *bs, const char *filename, struct err *err)
 {
     json_t *o = json_object();
+    if (bs->backing_file[0] && bs->backing_format[0]) {
+        json_object_set_new(o, "backing-filename-format", json_string(bs->backing_format));
+    }
+    json_t *snapshots = img_snapshots_json(bs);
+    if (snapshots) {
+        json_object_set_new(o, "snapshots", snapshots);
+    }
     json_object_set_new(o, "virtual-size", json_integer(bnode_getlength(bs)));
     json_object_set_new(o, "filename", json_string(filename));
     int64_t cluster = bs->drv->get_cluster_size ? bs->drv->get_cluster_size(bs) : 0;
@@ -31,9 +38,6 @@ static json_t *image_info(struct block_node *bs, const char *filename, struct er
         char *full = bdrv_resolve_relative(filename, bs->backing_file);
         json_object_set_new(o, "full-backing-filename", json_string(full));
         json_object_set_new(o, "backing-filename", json_string(bs->backing_file));
-        if (bs->backing_format[0]) {
-            json_object_set_new(o, "backing-filename-format", json_string(bs->backing_format));
-        }
         free(full);
     }
     json_object_set_new(o, "dirty-flag",
@@ -122,14 +126,7 @@ static void print_human(json_t *o)
             printf("backing file format: %s\n", json_string_value(bfmt));
         }
     }
-    json_t *snaps = json_object_get(o, "snapshots");
-    if (json_array_size(snaps)) {
-        /* Printed by the snapshot code of the format, as qemu-img's table. */
-        const char *table = json_string_value(json_object_get(o, "x-snapshot-table"));
-        if (table) {
-            printf("Snapshot list:\n%s", table);
-        }
-    }
+    img_print_snapshot_table(json_object_get(o, "snapshots"));
     json_t *specific = json_object_get(o, "format-specific");
     if (specific) {
         printf("Format specific information:\n");
@@ -149,6 +146,7 @@ int img_info(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     struct image_open o = { .no_backing = true, .metadata_only = true };
+    const char *output = NULL;
     bool json = false, chain = false;
     int c;
 
@@ -158,12 +156,7 @@ int img_info(int argc, char **argv)
             o.fmt = optarg;
             break;
         case 'o':
-            if (!strcmp(optarg, "json")) {
-                json = true;
-            } else if (strcmp(optarg, "human")) {
-                img_error("--output must be used with human or json as argument.");
-                return 1;
-            }
+            output = optarg;
             break;
         case 'B':
             chain = true;
@@ -175,16 +168,15 @@ int img_info(int argc, char **argv)
             o.force_share = true;
             break;
         case 'h':
-            printf("usage: spindle-img info [--image-opts] [-f fmt] [--output=ofmt] "
-                   "[--backing-chain] [-U] filename\n");
-            return 0;
+            return img_help();
         default:
-            img_error("invalid option");
-            return 1;
+            return img_bad_option(c, argv);
         }
     }
     if (optind != argc - 1) {
-        img_error("Expecting one image file name");
+        return img_usage_error("Expecting one image file name");
+    }
+    if (output && img_parse_output(output, &json) < 0) {
         return 1;
     }
 
@@ -227,9 +219,7 @@ int img_info(int argc, char **argv)
     if (ret == 0) {
         if (json) {
             json_t *out = chain ? list : json_array_get(list, 0);
-            char *text = json_dumps(out, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
-            printf("%s\n", text);
-            free(text);
+            img_print_json(out);
         } else {
             size_t i;
             json_t *item;
