@@ -664,6 +664,7 @@ int qcow2_bitmap_can_store(struct block_node *bs, const char *name, uint32_t gra
                            struct err *err);
 int qcow2_bitmap_remove(struct block_node *bs, const char *name, struct err *err);
 int qcow2_bitmaps_store_hook(struct block_node *bs, struct err *err);
+int qcow2_make_empty(struct block_node *bs, struct err *err);      /* rw.c */
 extern const struct qcow2_format_ops qcow2_ops;
 
 /* ---- amend.c ------------------------------------------------------------------- */

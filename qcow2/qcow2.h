@@ -71,6 +71,15 @@ struct qcow2_format_ops {
     /* Write every persistent bitmap to the image now.  Writable, drained. */
     int (*bitmaps_store)(struct block_node *bs, struct err *err);
 
+    /* ---- Commit ---- */
+
+    /*
+     * Empty the image: every cluster unallocated again, so it reads what its
+     * backing file reads (qemu-img commit does this to the top image).
+     * Snapshots keep their clusters.  Writable, drained.
+     */
+    int (*make_empty)(struct block_node *bs, struct err *err);
+
     /* ---- Amend and measure ---- */
 
     /*

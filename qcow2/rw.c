@@ -387,6 +387,41 @@ int coroutine_fn qcow2_co_pdiscard(struct block_node *bs, int64_t offset, int64_
     return ret;
 }
 
+/* ---- Emptying (commit) ---------------------------------------------------------------- */
+
+struct make_empty_op {
+    struct qcow2_state *s;
+    int ret;
+};
+
+static void make_empty_entry(void *opaque)
+{
+    struct make_empty_op *op = opaque;
+    struct qcow2_state *s = op->s;
+    co_mutex_lock(&s->lock);
+    /* full: unallocated, not zero clusters; the snapshot type frees them like deletion. */
+    op->ret = qcow2_discard_clusters(s, 0, s->size, QCOW2_DISCARD_SNAPSHOT, true);
+    co_mutex_unlock(&s->lock);
+    if (op->ret == 0) {
+        op->ret = bnode_co_flush(s->bs);
+    }
+}
+
+int qcow2_make_empty(struct block_node *bs, struct err *err)
+{
+    bs = bnode_skip_filters(bs);
+    struct make_empty_op op = { bs->opaque, 0 };
+    if (bs->read_only) {
+        err_set(err, "%s: the image is read-only", bnode_describe(bs));
+        return -EPERM;
+    }
+    co_run_sync(make_empty_entry, &op);
+    if (op.ret < 0) {
+        err_set_errno(err, op.ret, "%s: cannot empty the image", bnode_describe(bs));
+    }
+    return op.ret;
+}
+
 /* ---- Block status ------------------------------------------------------------------ */
 
 /*
