@@ -53,6 +53,8 @@ void img_print_json(json_t *o);
 
 /* Open an image for a subcommand; prints "Could not open '<name>': <why>" itself. */
 struct block_backend *img_open(const struct image_open *o);
+/* The why of a failed open: the block layer's sentence without a leading "<filename>: ". */
+const char *img_open_reason(const char *filename, const char *msg);
 
 /*
  * Compare two buffers in 512-byte sectors: whether the first sector

@@ -180,18 +180,22 @@ void img_print_json(json_t *o)
     free(text);
 }
 
+const char *img_open_reason(const char *filename, const char *msg)
+{
+    size_t n = strlen(filename);
+    if (!strncmp(msg, filename, n) && !strncmp(msg + n, ": ", 2)) {
+        return msg + n + 2;
+    }
+    return msg;
+}
+
 struct block_backend *img_open(const struct image_open *o)
 {
     struct err err = { 0 };
     struct block_backend *blk = image_open(o, &err);
     if (!blk) {
         /* qemu-img's form: the image as given, then the block layer's sentence. */
-        size_t n = strlen(o->filename);
-        const char *why = err.msg;
-        if (!strncmp(why, o->filename, n) && !strncmp(why + n, ": ", 2)) {
-            why += n + 2;
-        }
-        img_error("Could not open '%s': %s", o->filename, why);
+        img_error("Could not open '%s': %s", o->filename, img_open_reason(o->filename, err.msg));
     }
     return blk;
 }
