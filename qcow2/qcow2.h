@@ -97,6 +97,9 @@ struct qcow2_format_ops {
                    struct err *err);
 };
 
+/* The options the amend hook takes, sorted by name ("-o help"). */
+const struct bdrv_create_opt *qcow2_amend_options(void);
+
 /* The hooks when bs is a qcow2 node (filters above it skipped), else NULL. */
 const struct qcow2_format_ops *qcow2_get_ops(struct block_node *bs);
 

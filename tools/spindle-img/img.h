@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "block/backend.h"
+#include "block/driver.h"
 #include "block/image.h"
 #include "util/error.h"
 #include "util/aio.h"
@@ -45,6 +46,8 @@ int img_parse_size(const char *arg, int64_t *out);
 
 /* Append one -o argument to *options (several -o accumulate); -EINVAL after the message. */
 int img_add_options(char **options, const char *arg);
+/* The type of an option as "-o help" shows it: "bool (on/off)", "num", "size", "str". */
+const char *img_opt_type_name(enum bdrv_opt_type t);
 /* Whether an -o list asks for help ("help" or "?"). */
 bool img_is_help_option(const char *options);
 

@@ -180,6 +180,20 @@ void img_print_json(json_t *o)
     free(text);
 }
 
+const char *img_opt_type_name(enum bdrv_opt_type t)
+{
+    switch (t) {
+    case BDRV_OPT_BOOL:
+        return "bool (on/off)";
+    case BDRV_OPT_NUMBER:
+        return "num";
+    case BDRV_OPT_SIZE:
+        return "size";
+    default:
+        return "str";
+    }
+}
+
 const char *img_open_reason(const char *filename, const char *msg)
 {
     size_t n = strlen(filename);
