@@ -1,5 +1,6 @@
 /*
- * Amend (changing creation options of an existing image) and measure.
+ * Amend: changing creation options of an existing image (measure.c
+ * computes what a new one would need).
  *
  * Amend checks everything it can before it changes anything, then works
  * in qemu's order: upgrade to v3 first (the other changes may need it), a
@@ -790,11 +791,4 @@ int qcow2_amend(struct block_node *bs, json_t *options, bool force, struct err *
         co_run_sync(downgrade_entry, &a);
     }
     return a.ret;
-}
-
-int qcow2_measure(json_t *opts, struct block_node *in_bs, struct qcow2_measure *out,
-                  struct err *err)
-{
-    err_set(err, "measure is not implemented yet");
-    return -ENOTSUP;
 }

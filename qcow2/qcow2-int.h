@@ -20,6 +20,7 @@
  *   bitmap.c    persistent dirty bitmaps
  *   snapshot.c  internal snapshots
  *   amend.c     changing options of an existing image
+ *   measure.c   the size a new image needs (qemu-img measure)
  *
  * Locking.  s->lock (a co_mutex) guards all metadata: the L1 table, both
  * caches, the refcount table, the in-flight allocation list, the header.
@@ -670,8 +671,8 @@ extern const struct qcow2_format_ops qcow2_ops;
 /* ---- amend.c ------------------------------------------------------------------- */
 
 int qcow2_amend(struct block_node *bs, json_t *options, bool force, struct err *err);
-int qcow2_measure(json_t *opts, struct block_node *in_bs, struct qcow2_measure *out,
-                  struct err *err);
+
+/* ---- measure.c: qcow2_measure (qcow2.h) ---------------------------------------- */
 
 /* ---- snapshot.c ------------------------------------------------------------- */
 

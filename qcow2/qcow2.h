@@ -97,6 +97,14 @@ struct qcow2_format_ops {
                    struct err *err);
 };
 
+/*
+ * The measure hook, which needs no qcow2 node (--size N): opts are
+ * creation options ("size", "cluster_size", "compat", "refcount_bits",
+ * "extended_l2", "preallocation", "backing_file"); in_bs any node or NULL.
+ */
+int qcow2_measure(json_t *opts, struct block_node *in_bs, struct qcow2_measure *out,
+                  struct err *err);
+
 /* The options the amend hook takes, sorted by name ("-o help"). */
 const struct bdrv_create_opt *qcow2_amend_options(void);
 
