@@ -503,10 +503,14 @@ static int coroutine_fn write_caches(struct qcow2_state *s)
 static void close_entry(void *opaque)
 {
     struct qcow2_state *s = opaque;
+    struct err err = { 0 };
     if (s->bs->read_only) {
+        /* Nothing to write: the bitmaps loaded at open are only released. */
+        co_mutex_lock(&s->lock);
+        qcow2_store_bitmaps(s, true, &err);
+        co_mutex_unlock(&s->lock);
         return;
     }
-    struct err err = { 0 };
     co_mutex_lock(&s->lock);
     int ret = 0;
     if (!s->corrupt_signalled) {
