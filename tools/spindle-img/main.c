@@ -45,7 +45,7 @@ static const struct subcommand subcommands[] = {
       "[size]" },
     { "dd", img_dd,
       "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] "
-      "[skip=blocks] if=input of=output" },
+      "[skip=blocks] [osize=bytes] if=input of=output" },
     { "info", img_info,
       "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename" },
     { "map", img_map,
@@ -305,7 +305,8 @@ int img_help(void)
            "\n"
            "Parameters to dd subcommand:\n"
            "  'bs=BYTES' block size (default: 512), 'count=N' input blocks to copy,\n"
-           "  'skip=N' input blocks to skip, 'if=FILE' input, 'of=FILE' output\n"
+           "  'skip=N' input blocks to skip, 'if=FILE' input, 'of=FILE' output,\n"
+           "  'osize=BYTES' the output's size (not in qemu-img)\n"
            "\n"
            "Supported formats:");
     bdrv_foreach_driver(print_format, NULL);
