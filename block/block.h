@@ -267,6 +267,13 @@ int bnode_replace_node(struct block_node *from, struct block_node *to, struct er
 /* Change the backing child (NULL: none); the image header is not touched. */
 void bnode_set_backing(struct block_node *bs, struct block_node *backing);
 
+/*
+ * Make bs writable, or read-only again, through its driver's reopen_rw (a
+ * commit's base, an image rebase writes into).  Main thread, nothing in
+ * flight.  -ENOTSUP with err when the driver cannot.
+ */
+int bnode_reopen_rw(struct block_node *bs, bool writable, struct err *err);
+
 /* The node below a filter chain, and the next layer of the backing chain. */
 struct block_node *bnode_skip_filters(struct block_node *bs);
 struct block_node *bnode_backing_bs(struct block_node *bs);

@@ -638,6 +638,8 @@ static int coroutine_fn file_co_create(json_t *options, struct err *err)
         err_set(err, "Image size must be less than 8 EiB!");
         return -EINVAL;
     }
+    /* Whole sectors, as QEMU's file driver creates them. */
+    size = ALIGN_UP(size, (uint64_t)BDRV_SECTOR_SIZE);
     int fd = open(filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         return err_set_errno(err, -errno, "Could not create '%s'", filename);

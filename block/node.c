@@ -287,6 +287,30 @@ int bnode_replace_node(struct block_node *from, struct block_node *to, struct er
     return 0;
 }
 
+int bnode_reopen_rw(struct block_node *bs, bool writable, struct err *err)
+{
+    if (writable == !bs->read_only) {
+        return 0;
+    }
+    int ret;
+    if (bs->drv->reopen_rw) {
+        ret = bs->drv->reopen_rw(bs, writable, err);
+    } else if (bs->drv->is_filter && bs->file) {
+        /* A filter keeps no state of its own about it: its child does. */
+        ret = bnode_reopen_rw(bs->file->bs, writable, err);
+    } else {
+        err_set(err, "Cannot make '%s' %s", bnode_describe(bs),
+                writable ? "writable" : "read-only");
+        return -ENOTSUP;
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    bs->read_only = !writable;
+    bs->open_flags = writable ? bs->open_flags | BDRV_O_RDWR : bs->open_flags & ~BDRV_O_RDWR;
+    return 0;
+}
+
 void bnode_set_backing(struct block_node *bs, struct block_node *backing)
 {
     if (bs->backing && backing) {
@@ -723,6 +747,12 @@ struct bdrv_child *bnode_open_child(struct block_node *bs, json_t *options, cons
     inherit_options(child_opts, bs->open_flags, read_only);
     int child_flags = read_only ? flags & ~BDRV_O_RDWR : flags;
     child_flags &= ~(BDRV_O_NO_BACKING);
+    const char *spec_filename = NULL;
+    if (!json_object_get(child_opts, "driver") &&
+        opts_get_str(child_opts, "filename", &spec_filename, NULL) == 0) {
+        /* {"filename": ...} alone names the child as a filename would (file.filename=x). */
+        fallback_filename = spec_filename;
+    }
     if (!json_object_get(child_opts, "driver") && fallback_filename) {
         child_bs = bnode_open(fallback_filename, child_opts, child_flags |
                               (role == BDRV_CHILD_FILE ? BDRV_O_PROTOCOL : 0), err);

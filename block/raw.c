@@ -141,6 +141,12 @@ static int coroutine_fn raw_co_truncate(struct block_node *bs, int64_t offset, b
     return bnode_co_truncate(bs->file, offset + s->offset, exact, prealloc, flags, err);
 }
 
+/* Raw has no state of its own to change: its file does. */
+static int raw_reopen_rw(struct block_node *bs, bool writable, struct err *err)
+{
+    return bnode_reopen_rw(bs->file->bs, writable, err);
+}
+
 /* Raw matches anything, weakly: every other format wins over it. */
 static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -179,6 +185,7 @@ static const struct block_driver bdrv_raw = {
     .co_pdiscard = raw_co_pdiscard,
     .co_block_status = raw_co_block_status,
     .co_truncate = raw_co_truncate,
+    .reopen_rw = raw_reopen_rw,
 };
 
 BLOCK_DRIVER_REGISTER(bdrv_raw)

@@ -29,6 +29,26 @@ static void change_backing_entry(void *opaque)
     c->ret = c->bs->drv->co_change_backing_file(c->bs, c->file, c->fmt);
 }
 
+int bnode_write_backing_header(struct block_node *bs, const char *backing_file,
+                               const char *backing_fmt, struct err *err)
+{
+    struct block_node *fmt_bs = bnode_skip_filters(bs);
+    if (!fmt_bs->drv->co_change_backing_file) {
+        err_set(err, "%s: the '%s' format cannot record a backing file", bnode_describe(fmt_bs),
+                bnode_format_name(fmt_bs));
+        return -ENOTSUP;
+    }
+    struct change_backing_co c = { fmt_bs, backing_file, backing_fmt, 0 };
+    co_run_sync(change_backing_entry, &c);
+    if (c.ret < 0) {
+        return err_set_errno(err, c.ret, "%s: cannot write the new backing file name",
+                             bnode_describe(fmt_bs));
+    }
+    pstrcpy(fmt_bs->backing_file, sizeof(fmt_bs->backing_file), backing_file);
+    pstrcpy(fmt_bs->backing_format, sizeof(fmt_bs->backing_format), backing_fmt);
+    return 0;
+}
+
 int bnode_change_backing(struct block_node *bs, struct block_node *base, const char *backing_file,
                          struct err *err)
 {
@@ -36,20 +56,13 @@ int bnode_change_backing(struct block_node *bs, struct block_node *base, const c
     const char *file = backing_file ? backing_file : (base ? base->filename : "");
     const char *fmt = base ? bnode_format_name(bnode_skip_filters(base)) : "";
 
-    if (fmt_bs->drv->co_change_backing_file) {
-        struct change_backing_co c = { fmt_bs, file, fmt, 0 };
-        co_run_sync(change_backing_entry, &c);
-        if (c.ret < 0) {
-            return err_set_errno(err, c.ret, "%s: cannot write the new backing file name",
-                                 bnode_describe(fmt_bs));
-        }
-    } else if (base || fmt_bs->backing_file[0]) {
-        err_set(err, "%s: the '%s' format cannot record a backing file", bnode_describe(fmt_bs),
-                bnode_format_name(fmt_bs));
-        return -ENOTSUP;
+    if (!fmt_bs->drv->co_change_backing_file && !base && !fmt_bs->backing_file[0]) {
+        return 0;   /* nothing to record, nothing to unlink */
     }
-    pstrcpy(fmt_bs->backing_file, sizeof(fmt_bs->backing_file), file);
-    pstrcpy(fmt_bs->backing_format, sizeof(fmt_bs->backing_format), fmt);
+    int ret = bnode_write_backing_header(fmt_bs, file, fmt, err);
+    if (ret < 0) {
+        return ret;
+    }
     bnode_drained_begin(fmt_bs);
     bnode_set_backing(fmt_bs, base);
     bnode_drained_end(fmt_bs);

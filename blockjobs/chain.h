@@ -46,4 +46,14 @@ struct block_node *bnode_find_overlay(struct block_node *bs);
 int bnode_change_backing(struct block_node *bs, struct block_node *base, const char *backing_file,
                          struct err *err);
 
+/*
+ * Write backing_file and backing_fmt ("" for none) into bs's image header
+ * only: the graph keeps its backing child (qemu-img rebase -u, which need
+ * not open the new backing file).  -ENOTSUP for a format without backing
+ * files, even to write "" (qemu's bdrv_change_backing_file).  Main thread,
+ * outside coroutines.
+ */
+int bnode_write_backing_header(struct block_node *bs, const char *backing_file,
+                               const char *backing_fmt, struct err *err);
+
 #endif

@@ -253,7 +253,7 @@ int qcow2_read_header(struct qcow2_state *s, const uint8_t *buf, size_t len, int
 
     list_init(&s->unknown_exts);
     if (len < QCOW2_V2_HEADER_LEN || ld_be32(buf + HDR_MAGIC) != QCOW2_MAGIC) {
-        err_set(err, "%s: not a qcow2 image (no qcow2 magic)", image_name(s));
+        err_set(err, "%s: Image is not in qcow2 format", image_name(s));
         return -EINVAL;
     }
     s->version = ld_be32(buf + HDR_VERSION);

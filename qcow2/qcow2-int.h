@@ -20,6 +20,7 @@
  *   bitmap.c    persistent dirty bitmaps
  *   snapshot.c  internal snapshots
  *   amend.c     changing options of an existing image
+ *   measure.c   the size a new image needs (qemu-img measure)
  *
  * Locking.  s->lock (a co_mutex) guards all metadata: the L1 table, both
  * caches, the refcount table, the in-flight allocation list, the header.
@@ -352,6 +353,7 @@ struct qcow2_state {
     uint64_t falloc_end;
     struct co_mutex grow_lock;
     bool metadata_prealloc;          /* block status asks the file about holes */
+    bool metadata_prealloc_checked;  /* decided (at the first block status) */
     bool corrupt_signalled;
     bool closing;
 
@@ -670,13 +672,14 @@ int qcow2_bitmap_can_store(struct block_node *bs, const char *name, uint32_t gra
                            struct err *err);
 int qcow2_bitmap_remove(struct block_node *bs, const char *name, struct err *err);
 int qcow2_bitmaps_store_hook(struct block_node *bs, struct err *err);
+int qcow2_make_empty(struct block_node *bs, struct err *err);      /* rw.c */
 extern const struct qcow2_format_ops qcow2_ops;
 
 /* ---- amend.c ------------------------------------------------------------------- */
 
 int qcow2_amend(struct block_node *bs, json_t *options, bool force, struct err *err);
-int qcow2_measure(json_t *opts, struct block_node *in_bs, struct qcow2_measure *out,
-                  struct err *err);
+
+/* ---- measure.c: qcow2_measure (qcow2.h) ---------------------------------------- */
 
 /* ---- snapshot.c ------------------------------------------------------------- */
 

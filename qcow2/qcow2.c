@@ -439,9 +439,6 @@ static int qcow2_open(struct block_node *bs, json_t *options, int flags, struct 
     s->fresh_from = bnode_has_zero_init(bs->file->bs) ? ALIGN_UP((uint64_t)file_size,
                                                                  (uint64_t)s->cluster_size)
                                                       : UINT64_MAX;
-    int64_t allocated = bnode_get_allocated_file_size(bs->file->bs);
-    s->metadata_prealloc = allocated >= 0 && file_size > 4 * (int64_t)s->cluster_size &&
-                           allocated < file_size / 10 * 9;
     bnode_set_size(bs, (int64_t)s->size);
 
     bool writable = !bs->read_only;
@@ -535,8 +532,10 @@ static void close_entry(void *opaque)
     struct qcow2_state *s = opaque;
     struct err err = { 0 };
     if (s->bs->read_only) {
-        /* Nothing to write back: only the loaded bitmaps to let go of. */
+        /* Nothing to write: the bitmaps loaded at open are only released. */
+        co_mutex_lock(&s->lock);
         qcow2_store_bitmaps(s, true, &err);
+        co_mutex_unlock(&s->lock);
         return;
     }
     co_mutex_lock(&s->lock);

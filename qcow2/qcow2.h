@@ -71,6 +71,15 @@ struct qcow2_format_ops {
     /* Write every persistent bitmap to the image now.  Writable, drained. */
     int (*bitmaps_store)(struct block_node *bs, struct err *err);
 
+    /* ---- Commit ---- */
+
+    /*
+     * Empty the image: every cluster unallocated again, so it reads what its
+     * backing file reads (qemu-img commit does this to the top image).
+     * Snapshots keep their clusters.  Writable, drained.
+     */
+    int (*make_empty)(struct block_node *bs, struct err *err);
+
     /* ---- Amend and measure ---- */
 
     /*
@@ -87,6 +96,17 @@ struct qcow2_format_ops {
     int (*measure)(json_t *opts, struct block_node *in_bs, struct qcow2_measure *out,
                    struct err *err);
 };
+
+/*
+ * The measure hook, which needs no qcow2 node (--size N): opts are
+ * creation options ("size", "cluster_size", "compat", "refcount_bits",
+ * "extended_l2", "preallocation", "backing_file"); in_bs any node or NULL.
+ */
+int qcow2_measure(json_t *opts, struct block_node *in_bs, struct qcow2_measure *out,
+                  struct err *err);
+
+/* The options the amend hook takes, sorted by name ("-o help"). */
+const struct bdrv_create_opt *qcow2_amend_options(void);
 
 /* The hooks when bs is a qcow2 node (filters above it skipped), else NULL. */
 const struct qcow2_format_ops *qcow2_get_ops(struct block_node *bs);

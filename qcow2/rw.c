@@ -458,7 +458,72 @@ int coroutine_fn qcow2_co_pdiscard(struct block_node *bs, int64_t offset, int64_
     return ret;
 }
 
+/* ---- Emptying (commit) ---------------------------------------------------------------- */
+
+struct make_empty_op {
+    struct qcow2_state *s;
+    int ret;
+};
+
+static void make_empty_entry(void *opaque)
+{
+    struct make_empty_op *op = opaque;
+    struct qcow2_state *s = op->s;
+    co_mutex_lock(&s->lock);
+    /* full: unallocated, not zero clusters; the snapshot type frees them like deletion. */
+    op->ret = qcow2_discard_clusters(s, 0, s->size, QCOW2_DISCARD_SNAPSHOT, true);
+    co_mutex_unlock(&s->lock);
+    if (op->ret == 0) {
+        op->ret = bnode_co_flush(s->bs);
+    }
+}
+
+int qcow2_make_empty(struct block_node *bs, struct err *err)
+{
+    bs = bnode_skip_filters(bs);
+    struct make_empty_op op = { bs->opaque, 0 };
+    if (bs->read_only) {
+        err_set(err, "%s: the image is read-only", bnode_describe(bs));
+        return -EPERM;
+    }
+    co_run_sync(make_empty_entry, &op);
+    if (op.ret < 0) {
+        err_set_errno(err, op.ret, "%s: cannot empty the image", bnode_describe(bs));
+    }
+    return op.ret;
+}
+
 /* ---- Block status ------------------------------------------------------------------ */
+
+/*
+ * Whether the image was preallocated with metadata, by QEMU's test (so
+ * block status, and qemu-img map, agree with it): the refcounts count at
+ * least a ninth more clusters in use than the file really allocates (and
+ * two more at least).  Data clusters may then be holes in the file, which
+ * block status asks about.  Decided once, at the first block status, as
+ * the count reads refcount blocks.  Called with s->lock held.
+ */
+static int coroutine_fn detect_metadata_prealloc(struct qcow2_state *s)
+{
+    struct block_node *file = s->bs->file->bs;
+    int64_t length = bnode_getlength(file);
+    int64_t allocated = bnode_get_allocated_file_size(file);
+    if (length < 0 || allocated < 0) {
+        return false;
+    }
+    int64_t real = allocated / (int64_t)s->cluster_size;
+    int64_t threshold = MAX(real * 10 / 9, real + 2);
+    int64_t end = DIV_ROUND_UP(length, (int64_t)s->cluster_size), used = 0;
+    for (int64_t i = 0; i < end && used < threshold; i++) {
+        uint64_t refcount;
+        int ret = qcow2_get_refcount(s, (uint64_t)i, &refcount);
+        if (ret < 0) {
+            return ret;
+        }
+        used += refcount != 0;
+    }
+    return used >= threshold;
+}
 
 int coroutine_fn qcow2_co_block_status(struct block_node *bs, bool want_zero, int64_t offset,
                                        int64_t bytes, int64_t *pnum, int64_t *map,
@@ -484,6 +549,14 @@ int coroutine_fn qcow2_co_block_status(struct block_node *bs, bool want_zero, in
         status |= BDRV_BLOCK_ZERO;
     } else if (type == QCOW2_SC_NORMAL || type == QCOW2_SC_COMPRESSED) {
         status |= BDRV_BLOCK_DATA;
+    }
+    if (!s->metadata_prealloc_checked && (status & BDRV_BLOCK_DATA)) {
+        co_mutex_lock(&s->lock);
+        if (!s->metadata_prealloc_checked) {
+            s->metadata_prealloc = detect_metadata_prealloc(s) > 0;
+            s->metadata_prealloc_checked = true;
+        }
+        co_mutex_unlock(&s->lock);
     }
     if (s->metadata_prealloc && (status & BDRV_BLOCK_DATA) &&
         (status & BDRV_BLOCK_OFFSET_VALID)) {

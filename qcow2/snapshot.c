@@ -792,6 +792,7 @@ const struct qcow2_format_ops qcow2_ops = {
     .bitmap_can_store = qcow2_bitmap_can_store,
     .bitmap_remove = qcow2_bitmap_remove,
     .bitmaps_store = qcow2_bitmaps_store_hook,
+    .make_empty = qcow2_make_empty,
     .amend = qcow2_amend,
     .measure = qcow2_measure,
 };

@@ -4,20 +4,6 @@
 #include "block/driver.h"
 #include "util/opts.h"
 
-static const char *opt_type_name(enum bdrv_opt_type t)
-{
-    switch (t) {
-    case BDRV_OPT_BOOL:
-        return "bool (on/off)";
-    case BDRV_OPT_NUMBER:
-        return "num";
-    case BDRV_OPT_SIZE:
-        return "size";
-    default:
-        return "str";
-    }
-}
-
 static int cmp_opt(const void *a, const void *b)
 {
     return strcmp((*(const struct bdrv_create_opt *const *)a)->name,
@@ -48,7 +34,7 @@ static void print_create_help(const char *fmt)
         for (size_t i = 0; i < n; i++) {
             char left[64];
             snprintf(left, sizeof(left), "%s=<%s>", sorted[i]->name,
-                     opt_type_name(sorted[i]->type));
+                     img_opt_type_name(sorted[i]->type));
             printf("  %-22s - %s\n", left, sorted[i]->help);
         }
         free(sorted);

@@ -7,79 +7,16 @@
 #include "qcow2/qcow2.h"
 #include "util/opts.h"
 
-/* The "snapshots" array of qemu-img's JSON, or NULL when the format has none. */
-static json_t *snapshots_info(struct block_node *bs)
-{
-    const struct qcow2_format_ops *ops = qcow2_get_ops(bs);
-    struct qcow2_snapshot_info *list;
-    int n;
-    if (!ops || ops->snapshot_list(bs, &list, &n, NULL) < 0) {
-        return NULL;
-    }
-    if (n == 0) {
-        qcow2_snapshot_info_free(list, n);
-        return NULL;
-    }
-    json_t *a = json_array();
-    for (int i = 0; i < n; i++) {
-        json_t *o = json_object();
-        if (list[i].icount != UINT64_MAX) {
-            json_object_set_new(o, "icount", json_integer((json_int_t)list[i].icount));
-        }
-        json_object_set_new(o, "vm-clock-nsec",
-                            json_integer((json_int_t)(list[i].vm_clock_nsec % 1000000000ULL)));
-        json_object_set_new(o, "name", json_string(list[i].name));
-        json_object_set_new(o, "date-sec", json_integer(list[i].date_sec));
-        json_object_set_new(o, "date-nsec", json_integer(list[i].date_nsec));
-        json_object_set_new(o, "vm-clock-sec",
-                            json_integer((json_int_t)(list[i].vm_clock_nsec / 1000000000ULL)));
-        json_object_set_new(o, "id", json_string(list[i].id));
-        json_object_set_new(o, "vm-state-size", json_integer((json_int_t)list[i].vm_state_size));
-        json_array_append_new(a, o);
-    }
-    qcow2_snapshot_info_free(list, n);
-    return a;
-}
-
-/* qemu-img's snapshot table, from the "snapshots" array. */
-static void print_snapshot_table(json_t *snaps)
-{
-    size_t i;
-    json_t *sn;
-    printf("Snapshot list:\n");
-    printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-    json_array_foreach(snaps, i, sn) {
-        char size[FORMAT_SIZE_LEN], date[32], clock_buf[64], icount[32] = "";
-        format_size((uint64_t)json_integer_value(json_object_get(sn, "vm-state-size")), size,
-                    sizeof(size));
-        time_t t = (time_t)json_integer_value(json_object_get(sn, "date-sec"));
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-        int64_t secs = json_integer_value(json_object_get(sn, "vm-clock-sec"));
-        int64_t nsec = json_integer_value(json_object_get(sn, "vm-clock-nsec"));
-        snprintf(clock_buf, sizeof(clock_buf), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
-                 (int)((secs / 60) % 60), (int)(secs % 60), (int)(nsec / 1000000));
-        json_t *ic = json_object_get(sn, "icount");
-        if (ic) {
-            snprintf(icount, sizeof(icount), "%" JSON_INTEGER_FORMAT, json_integer_value(ic));
-        }
-        printf("%-9s %-16s %8s%20s%13s%11s\n", json_string_value(json_object_get(sn, "id")),
-               json_string_value(json_object_get(sn, "name")), size, date, clock_buf, icount);
-    }
-}
-
 /* The info object of one image, in qemu-img's key order. */
 static json_t *image_info(struct block_node *bs, const char *filename, struct err *err)
 {
     json_t *o = json_object();
-    /* qemu-img's key order (a hash order, as it happens). */
     if (bs->backing_file[0] && bs->backing_format[0]) {
         json_object_set_new(o, "backing-filename-format", json_string(bs->backing_format));
     }
-    json_t *snaps = snapshots_info(bs);
-    if (snaps) {
-        json_object_set_new(o, "snapshots", snaps);
+    json_t *snapshots = img_snapshots_json(bs);
+    if (snapshots) {
+        json_object_set_new(o, "snapshots", snapshots);
     }
     json_object_set_new(o, "virtual-size", json_integer(bnode_getlength(bs)));
     json_object_set_new(o, "filename", json_string(filename));
@@ -195,10 +132,7 @@ static void print_human(json_t *o)
             printf("backing file format: %s\n", json_string_value(bfmt));
         }
     }
-    json_t *snaps = json_object_get(o, "snapshots");
-    if (json_array_size(snaps)) {
-        print_snapshot_table(snaps);
-    }
+    img_print_snapshot_table(json_object_get(o, "snapshots"));
     json_t *specific = json_object_get(o, "format-specific");
     if (specific) {
         printf("Format specific information:\n");
@@ -218,6 +152,7 @@ int img_info(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     struct image_open o = { .no_backing = true, .metadata_only = true };
+    const char *output = NULL;
     bool json = false, chain = false;
     int c;
 
@@ -227,12 +162,7 @@ int img_info(int argc, char **argv)
             o.fmt = optarg;
             break;
         case 'o':
-            if (!strcmp(optarg, "json")) {
-                json = true;
-            } else if (strcmp(optarg, "human")) {
-                img_error("--output must be used with human or json as argument.");
-                return 1;
-            }
+            output = optarg;
             break;
         case 'B':
             chain = true;
@@ -244,16 +174,15 @@ int img_info(int argc, char **argv)
             o.force_share = true;
             break;
         case 'h':
-            printf("usage: spindle-img info [--image-opts] [-f fmt] [--output=ofmt] "
-                   "[--backing-chain] [-U] filename\n");
-            return 0;
+            return img_help();
         default:
-            img_error("invalid option");
-            return 1;
+            return img_bad_option(c, argv);
         }
     }
     if (optind != argc - 1) {
-        img_error("Expecting one image file name");
+        return img_usage_error("Expecting one image file name");
+    }
+    if (output && img_parse_output(output, &json) < 0) {
         return 1;
     }
 
@@ -295,7 +224,8 @@ int img_info(int argc, char **argv)
     free(fmt);
     if (ret == 0) {
         if (json) {
-            img_print_json(chain ? list : json_array_get(list, 0));
+            json_t *out = chain ? list : json_array_get(list, 0);
+            img_print_json(out);
         } else {
             size_t i;
             json_t *item;

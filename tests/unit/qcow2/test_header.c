@@ -81,7 +81,7 @@ static void test_refusals(void)
         uint64_t value;
         const char *want;
     } cases[] = {
-        { 0, 32, 0x12345678, "not a qcow2 image (no qcow2 magic)" },
+        { 0, 32, 0x12345678, "Image is not in qcow2 format" },
         { 4, 32, 4, "unsupported qcow2 version 4" },
         { 20, 32, 8, "cluster_bits 8 is out of range" },
         { 20, 32, 22, "cluster_bits 22 is out of range" },
