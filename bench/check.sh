@@ -11,6 +11,7 @@
 # same image with 4 KiB clusters and 2^18 allocated (1 GiB preallocated),
 # where the metadata is denser still per byte of data.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 BUILD=${BUILD:-build}
 runs=5
 dir=${TMPDIR:-/var/tmp}
@@ -28,7 +29,6 @@ command -v qemu-img >/dev/null || { echo "qemu-img is not installed" >&2; exit 1
 img="$dir/spindle-check-bench.qcow2"
 trap 'rm -f "$img"' EXIT
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # Wall seconds of one check, which must find the image clean (exit 0).
 time_one() {
@@ -43,7 +43,7 @@ time_one() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+machine_line
 echo "median of $runs runs, seconds, page cache warm (one untimed check first)"
 printf '%-52s %9s %9s %8s\n' "check" "spindle" "qemu-img" "q/sp"
 row() {  # label cluster_size allocated

@@ -14,6 +14,7 @@
 # median wall time of RUNS runs (the page cache is synced before each, and
 # the tools take turns going first); the ratio is qemu-img time / spindle time.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 BUILD=${BUILD:-build}
 runs=3
 size=4G
@@ -49,7 +50,6 @@ for ((i = 0; i < stretches; i += 2)); do
 done
 qemu-img convert -f raw -O qcow2 "$src_raw" "$src_q2"
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # Wall seconds of one convert; the output is removed first (a new file each run).
 time_one() {  # tool args...
@@ -63,7 +63,7 @@ time_one() {  # tool args...
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+machine_line
 echo "input: $size, half data (64 MiB stretches), median of $runs runs, seconds"
 printf '%-40s %9s %9s %8s\n' "convert" "spindle" "qemu-img" "q/sp"
 row() {  # label in_fmt input out_fmt extra-args...

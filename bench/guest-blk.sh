@@ -11,6 +11,7 @@
 # line is the same for both, except that QEMU 7.2 cannot spread two queues
 # over two iothreads (iothread-vq-mapping is QEMU 9.0's).
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 BUILD=${BUILD:-build}
 runs=3
 secs=3
@@ -42,7 +43,6 @@ if "$BUILD/spindle-img" create -q -f qcow2 "$work/probe.qcow2" 1M 2>/dev/null; t
     qemu-img convert -f raw -O qcow2 "$raw" "$qcow2"
 fi
 
-median() { sort -n | awk '{ a[NR] = $1 } END { if (!NR) print 0; else print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # One VM run: prints "IOPS RSS_KIB".  queues: 1, 2 (one iothread), or 2/2
 # (two iothreads, one per queue: spindle's iothread-vq-mapping; QEMU 7.2
@@ -112,6 +112,7 @@ if $have_qcow2; then
     )
 fi
 
+machine_line
 printf '%-6s %-24s %3s %9s %9s %6s %9s %6s %9s %6s %6s %6s\n' disk job q spindle qemu s/q \
     host s/host host* s/h* rss-s rss-q
 for row in "${rows[@]}"; do

@@ -10,6 +10,7 @@
 # The host's own fio on the same file (same engine and depth) is printed
 # as the ceiling the device allows.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 BUILD=${BUILD:-build}
 runs=5
 size=2G
@@ -37,7 +38,6 @@ step=1318912
 
 # Seconds -> IOPS for count requests.
 iops() { awk -v c="$1" -v s="$2" 'BEGIN { printf "%.0f", c / s }'; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 run_one() {  # tool rw depth aio count
     local tool=$1 rw=$2 depth=$3 aio=$4 count=$5 w=""
@@ -57,6 +57,7 @@ fio_iops() {  # rw depth aio
         awk -F';' -v rw="$1" '{ print (rw == "read") ? $8 : $49 }'
 }
 
+machine_line
 printf '%-30s %12s %12s %8s %12s\n' "job" "spindle-img" "qemu-img" "ratio" "host fio"
 for aio in io_uring native; do
     for rw in read write; do

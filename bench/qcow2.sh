@@ -13,6 +13,7 @@
 # allocated image spindle on the raw file with the same data (qcow2/raw).
 # The host's fio on the raw file shows what the device allows.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 BUILD=${BUILD:-build}
 runs=5
 size=2G
@@ -42,7 +43,6 @@ qemu-img bench -q -w -c "$mib" -d 16 -s 1M -f raw -t none --pattern=0x5a "$raw" 
 # A step of 1288 KiB visits a power-of-two file in a scattered order.
 step=1318912
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 run_one() {  # tool fmt file rw bs depth count step fresh
     local tool=$1 fmt=$2 file=$3 rw=$4 bs=$5 depth=$6 count=$7 st=$8 new=$9 w="" aio=""
@@ -65,7 +65,7 @@ fio_iops() {  # rw bs depth
         awk -F';' -v rw="$1" '{ print (rw ~ /read/) ? $8 : $49 }'
 }
 
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+machine_line
 echo "image: $size, 64 KiB clusters, O_DIRECT; median of $runs runs"
 printf '%-34s %11s %11s %8s %11s %8s %11s\n' "job (IOPS)" "spindle" "qemu-img" "sp/qemu" \
     "spindle raw" "q2/raw" "host fio"

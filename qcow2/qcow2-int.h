@@ -686,6 +686,5 @@ int qcow2_amend(struct block_node *bs, json_t *options, bool force, struct err *
 int qcow2_read_snapshots(struct qcow2_state *s, int64_t file_size, int flags, struct err *err);
 void qcow2_free_snapshots(struct qcow2_state *s);
 int qcow2_write_snapshots(struct qcow2_state *s);
-json_t *qcow2_snapshots_info(struct qcow2_state *s);
 
 #endif

@@ -759,29 +759,6 @@ static int snapshot_list(struct block_node *bs, struct qcow2_snapshot_info **lis
     return 0;
 }
 
-json_t *qcow2_snapshots_info(struct qcow2_state *s)
-{
-    json_t *a = json_array();
-    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        struct qcow2_snapshot *sn = &s->snapshots[i];
-        json_t *o = json_object();
-        if (sn->icount != UINT64_MAX) {
-            json_object_set_new(o, "icount", json_integer((json_int_t)sn->icount));
-        }
-        json_object_set_new(o, "vm-clock-nsec",
-                            json_integer((json_int_t)(sn->vm_clock_nsec % 1000000000ULL)));
-        json_object_set_new(o, "name", json_string(sn->name));
-        json_object_set_new(o, "date-sec", json_integer(sn->date_sec));
-        json_object_set_new(o, "date-nsec", json_integer(sn->date_nsec));
-        json_object_set_new(o, "vm-clock-sec",
-                            json_integer((json_int_t)(sn->vm_clock_nsec / 1000000000ULL)));
-        json_object_set_new(o, "id", json_string(sn->id_str));
-        json_object_set_new(o, "vm-state-size", json_integer((json_int_t)sn->vm_state_size));
-        json_array_append_new(a, o);
-    }
-    return a;
-}
-
 /* ---- The table of hooks (bitmap.c and amend.c provide the rest) ---------------- */
 
 const struct qcow2_format_ops qcow2_ops = {
