@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # blkbench on spindle-vm with real virtio-blk devices over the block layer:
-# raw and null disks, one and two queues on one and two iothreads, write +
+# raw, qcow2 (over a backing file) and null disks, one and two queues on one and two iothreads, write +
 # verify, a second boot that verifies what the first one wrote, the guest's
 # exit status reaching the host, and the image checked from the host.
 set -u
@@ -33,6 +33,25 @@ expect raw1-iops 'grep -q "job=1.*iops=[1-9]" "$tmp/raw1.out"' "no IOPS from the
 boot raw1-again "rw=read bs=64k size=32M verify=pattern" \
     -drive if=none,id=d0,file="$tmp/disk.raw",format=raw -device virtio-blk-pci,drive=d0
 ok_boot raw1-again
+
+# A qcow2 overlay on that raw image (128k clusters: every 64k write copies the
+# other half from the backing file): the guest reads the backing's blocks
+# through it, then writes through two queues on two iothreads and verifies; the
+# backing file is untouched, the overlay passes qemu-img check, and a fresh
+# boot finds every block of it a valid pattern block.
+cp "$tmp/disk.raw" "$tmp/base-before.raw"
+qemu-img create -q -f qcow2 -o cluster_size=128k -b "$tmp/disk.raw" -F raw "$tmp/ov.qcow2"
+ov=(-drive if=none,id=d0,file="$tmp/ov.qcow2",format=qcow2,cache=none,aio=io_uring
+    -object iothread,id=ioa -object iothread,id=iob
+    -device '{"driver":"virtio-blk-pci","drive":"d0","num-queues":2,"iothread-vq-mapping":[{"iothread":"ioa"},{"iothread":"iob"}]}')
+boot qcow2-backing "rw=read bs=64k size=32M verify=pattern -- rw=randwrite bs=64k iodepth=8 size=32M runtime=1 numjobs=2 verify=pattern" "${ov[@]}"
+ok_boot qcow2-backing
+expect qcow2-backing-untouched 'cmp -s "$tmp/disk.raw" "$tmp/base-before.raw"' "the backing file changed"
+expect qcow2-backing-check 'qemu-img check -q "$tmp/ov.qcow2"' "$(qemu-img check "$tmp/ov.qcow2" 2>&1 | head -3)"
+expect qcow2-backing-allocated '[ "$(qemu-img map --output=json "$tmp/ov.qcow2" | grep -c "\"depth\": 0")" -gt 0 ]' \
+    "the guest's writes allocated nothing in the overlay"
+boot qcow2-backing-again "rw=read bs=64k size=32M verify=pattern" "${ov[@]}"
+ok_boot qcow2-backing-again
 
 # Two queues on two iothreads, random writes with verification, each job on its queue.
 boot raw2 "rw=randwrite bs=4k iodepth=8 size=16M runtime=1 numjobs=2 verify=pattern" \
