@@ -524,7 +524,9 @@ static void create_entry(void *opaque)
         goto fail;
     }
     struct qcow2_snapshot *list = xcalloc(s->nb_snapshots + 1, sizeof(*list));
-    memcpy(list, s->snapshots, sizeof(*list) * s->nb_snapshots);
+    if (s->nb_snapshots) {
+        memcpy(list, s->snapshots, sizeof(*list) * s->nb_snapshots);
+    }
     struct qcow2_snapshot *sn = &list[s->nb_snapshots];
     if (!info->id) {
         new_id(s, id, sizeof(id));
