@@ -47,6 +47,16 @@ expect_fail() {
     fi
 }
 
+# expect NAME COND [WHY]: PASS when the shell condition holds, else FAIL with WHY.
+expect() {
+    local name=$1 cond=$2 why=${3:-}
+    if eval "$cond"; then
+        pass "$name"
+    else
+        fail "$name" "${why:-$cond}"
+    fi
+}
+
 # Compare two strings; on mismatch show both.
 same() {
     local name=$1 want=$2 got=$3

@@ -12,7 +12,9 @@
 
 #include <unistd.h>
 
+#include "block/dirty-bitmap.h"
 #include "block/driver.h"
+#include "qcow2/qcow2.h"
 #include "util/opts.h"
 
 #define CHUNK_MAX   (2 * MiB)
@@ -227,12 +229,70 @@ static void convert_worker(void *opaque)
     co_queue_restart_all(&s->wr_waiters);
 }
 
+/* ---- --bitmaps: the source's persistent bitmaps, copied after the data ------ */
+
+struct bitmap_copy {
+    struct block_node *dst;
+    bool skip_broken;
+};
+
+/* Refused before anything is written, as qemu-img does. */
+static int check_one_bitmap(struct bdrv_dirty_bitmap *bm, void *opaque)
+{
+    struct bitmap_copy *c = opaque;
+    if (bm->name && bm->persistent && bm->inconsistent && !c->skip_broken) {
+        img_error("Cannot copy inconsistent bitmap '%s'", bm->name);
+        fprintf(stderr, "Try --skip-broken-bitmaps, or use 'spindle-img bitmap --remove' to "
+                "delete it\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A persistent bitmap of the same name, granularity, bits and state on the target. */
+static int copy_one_bitmap(struct bdrv_dirty_bitmap *bm, void *opaque)
+{
+    struct bitmap_copy *c = opaque;
+    struct err err = { 0 };
+    if (!bm->name || !bm->persistent) {
+        return 0;
+    }
+    if (bm->inconsistent) {
+        fprintf(stderr, "spindle-img: warning: Skipping inconsistent bitmap '%s'\n", bm->name);
+        return 0;
+    }
+    const struct qcow2_format_ops *ops = qcow2_get_ops(c->dst);
+    struct bdrv_dirty_bitmap *copy = NULL;
+    if (ops->bitmap_can_store(c->dst, bm->name, bm->granularity, &err) == 0) {
+        copy = bdrv_create_dirty_bitmap(c->dst, bm->granularity, bm->name, &err);
+    }
+    if (!copy) {
+        img_error("Failed to create bitmap %s: %s", bm->name, err.msg);
+        return -EINVAL;
+    }
+    copy->persistent = true;
+    if (bdrv_merge_dirty_bitmap(copy, bm, &err) < 0) {
+        img_error("Failed to populate bitmap %s: %s", bm->name, err.msg);
+        return -EINVAL;
+    }
+    if (bm->disabled) {
+        bdrv_disable_dirty_bitmap(copy);
+    }
+    return 0;
+}
+
+static int copy_bitmaps(struct convert *s, bool skip_broken)
+{
+    struct bitmap_copy c = { blk_node(s->target), skip_broken };
+    return bdrv_dirty_bitmap_foreach(blk_node(s->src[0]), copy_one_bitmap, &c);
+}
+
 /* ---- Options and setup ------------------------------------------------- */
 
 struct convert_args {
     const char *fmt, *out_fmt, *cache, *src_cache, *out_opts, *backing, *backing_fmt;
     bool image_opts, target_image_opts, skip_create, quiet, progress, force_share;
-    bool target_is_zero, compress, salvage, unordered;
+    bool target_is_zero, compress, salvage, unordered, bitmaps, skip_broken_bitmaps;
     int64_t min_sparse;
     int num_coroutines;
     char **filenames;
@@ -249,6 +309,8 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
         { "target-is-zero", no_argument, NULL, 'Z' },
         { "salvage", no_argument, NULL, 'V' },
         { "force-share", no_argument, NULL, 'U' },
+        { "bitmaps", no_argument, NULL, 'M' },
+        { "skip-broken-bitmaps", no_argument, NULL, 'K' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -324,6 +386,12 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
         case 'Z':
             a->target_is_zero = true;
             break;
+        case 'M':
+            a->bitmaps = true;
+            break;
+        case 'K':
+            a->skip_broken_bitmaps = true;
+            break;
         case 'V':
             a->salvage = true;
             break;
@@ -341,6 +409,7 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
             printf("usage: spindle-img convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
                    "[-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
                    "[-S sparse_size] [-m num_coroutines] [-W] [--target-is-zero] "
+                   "[--bitmaps [--skip-broken-bitmaps]] "
                    "filename [filename2 [...]] output_filename\n");
             return 1;
         case ':':
@@ -357,6 +426,14 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
     }
     if (a->target_is_zero && !a->skip_create) {
         img_error("--target-is-zero requires use of -n flag");
+        return -EINVAL;
+    }
+    if (a->skip_broken_bitmaps && !a->bitmaps) {
+        img_error("Use of --skip-broken-bitmaps requires --bitmaps");
+        return -EINVAL;
+    }
+    if (a->bitmaps && argc - optind > 2) {
+        img_error("Copying bitmaps only possible with single source");
         return -EINVAL;
     }
     if (a->backing && argc - optind > 2) {
@@ -454,6 +531,10 @@ static int open_target(struct convert *s, const struct convert_args *a)
         }
         s->cluster_size = bs->drv->get_cluster_size(bs);
     }
+    if (a->bitmaps && !qcow2_get_ops(bs)) {
+        img_error("Format driver '%s' does not support bitmaps", bnode_format_name(bs));
+        return -ENOTSUP;
+    }
     s->target_has_backing = a->backing != NULL;
     if (s->target_has_backing) {
         struct block_node *tb = bnode_backing_bs(bs);
@@ -472,6 +553,10 @@ int img_convert(int argc, char **argv)
     }
     bool created = false;
     ret = open_sources(&s, &a);
+    if (ret == 0 && a.bitmaps) {
+        struct bitmap_copy c = { NULL, a.skip_broken_bitmaps };
+        ret = bdrv_dirty_bitmap_foreach(blk_node(s.src[0]), check_one_bitmap, &c);
+    }
     if (ret == 0 && !a.skip_create) {
         ret = create_target(&s, &a);
         created = ret == 0;
@@ -502,6 +587,9 @@ int img_convert(int argc, char **argv)
         }
         co_mutex_destroy(&s.next_lock);
         ret = s.ret;
+        if (ret == 0 && a.bitmaps) {
+            ret = copy_bitmaps(&s, a.skip_broken_bitmaps);
+        }
         if (ret == 0) {
             ret = blk_flush(s.target);
             if (ret < 0) {

@@ -36,7 +36,7 @@ static const struct subcommand subcommands[] = {
       "compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
       "filename1 filename2" },
     { "convert", img_convert,
-      "convert [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-c] [-p] "
+      "convert [--image-opts] [--target-image-opts] [--target-is-zero] [--bitmaps] [-U] [-c] [-p] "
       "[-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
       "[-o options] [-S sparse_size] [-m num_coroutines] [-W] [--salvage] "
       "filename [filename2 [...]] output_filename" },
