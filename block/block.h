@@ -60,7 +60,12 @@ enum {
      * Writes: store the data compressed (convert -c).  Drivers that offer it
      * list it in supported_write_flags; they may need whole clusters.
      */
-    BDRV_REQ_WRITE_COMPRESSED = 1 << 6,
+    BDRV_REQ_WRITE_COMPRESSED = 1 << 7,
+    /*
+     * Truncate: only ever grow; when the node is already at least that long
+     * (once the requests in flight past the new end are done), nothing changes.
+     */
+    BDRV_REQ_GROW_ONLY    = 1 << 8,
 };
 
 /* ---- Open flags -------------------------------------------------------- */

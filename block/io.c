@@ -965,7 +965,14 @@ int coroutine_fn bnode_co_truncate(struct bdrv_child *child, int64_t offset, boo
     tracked_begin(&req, bs, start, BDRV_MAX_LENGTH - start, true);
     tracked_mark_serialising(&req, 1);
     tracked_wait_serialising(&req);
-    int ret = bs->drv->co_truncate(bs, offset, exact, prealloc, flags, err);
+    int ret;
+    if ((flags & BDRV_REQ_GROW_ONLY) && bs->drv->getlength && bs->drv->getlength(bs) >= offset) {
+        /* Writes past the old end made it long enough while we waited: cut nothing. */
+        tracked_end(&req);
+        bnode_dec_in_flight(bs);
+        return 0;
+    }
+    ret = bs->drv->co_truncate(bs, offset, exact, prealloc, flags & ~BDRV_REQ_GROW_ONLY, err);
     if (ret == 0) {
         int64_t len = bs->drv->getlength ? bs->drv->getlength(bs) : offset;
         bnode_set_size(bs, len >= 0 ? len : offset);

@@ -671,6 +671,10 @@ int coroutine_fn qcow2_co_truncate(struct block_node *bs, int64_t offset, bool e
             if (bnode_co_truncate(bs->file, end, false, PREALLOC_MODE_OFF, 0, &e) < 0) {
                 log_warn("%s: failed to truncate the tail of the image: %s",
                          bnode_describe(bs), e.msg);
+            } else {
+                /* The file grows ahead from its new end again (rw.c). */
+                s->falloc_end = (uint64_t)end;
+                s->size_at_open = MIN(s->size_at_open, (uint64_t)end);
             }
         }
         if (qcow2_has_data_file(s)) {

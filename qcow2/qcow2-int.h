@@ -348,9 +348,10 @@ struct qcow2_state {
     uint64_t fresh_from;
     uint8_t *zero_cluster;           /* a cluster of zeroes for COW writes (read-only) */
     /* The image file is fallocated ahead of allocations up to here (0: never). */
-    bool grow_ahead;
-    bool file_grown;
-    uint64_t falloc_end;
+    atomic_bool grow_ahead;          /* read by writers on any iothread */
+    bool file_grown;                 /* under grow_lock, or drained */
+    _Atomic uint64_t falloc_end;
+    uint64_t size_at_open;           /* never cut back below this */
     struct co_mutex grow_lock;
     bool metadata_prealloc;          /* block status asks the file about holes */
     bool metadata_prealloc_checked;  /* decided (at the first block status) */

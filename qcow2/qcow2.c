@@ -436,6 +436,7 @@ static int qcow2_open(struct block_node *bs, json_t *options, int flags, struct 
                     bnode_has_zero_init(bs->file->bs) && bs->file->bs->drv->co_truncate &&
                     !(flags & BDRV_O_CHECK);
     s->falloc_end = (uint64_t)file_size;
+    s->size_at_open = (uint64_t)file_size;
     s->fresh_from = bnode_has_zero_init(bs->file->bs) ? ALIGN_UP((uint64_t)file_size,
                                                                  (uint64_t)s->cluster_size)
                                                       : UINT64_MAX;
@@ -514,11 +515,16 @@ static int coroutine_fn write_caches(struct qcow2_state *s)
  */
 static void give_back_grown(struct qcow2_state *s)
 {
-    if (!s->file_grown) {
+    if (!s->file_grown || s->corrupt_signalled || (s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
+        /* A corrupt image's refcounts may miss clusters in use: cut nothing. */
         return;
     }
     int64_t end = qcow2_refcount_area_end(s);
     int64_t size = bnode_getlength(s->bs->file->bs);
+    if (end < 0 || size < 0) {
+        return;
+    }
+    end = MAX(end, (int64_t)s->size_at_open);
     if (end > 0 && size > end &&
         bnode_co_truncate(s->bs->file, end, false, PREALLOC_MODE_OFF, 0, NULL) == 0) {
         size = end;

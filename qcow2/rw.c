@@ -202,15 +202,16 @@ int coroutine_fn qcow2_grow_file_ahead(struct qcow2_state *s, uint64_t end)
         int64_t cur = bnode_getlength(s->bs->file->bs);
         int ret = 0;
         if (cur >= 0 && (uint64_t)cur < target) {
+            /* Set first: a failed fallocate may leave the file longer all the same. */
+            s->file_grown = true;
             ret = bnode_co_truncate(s->bs->file, (int64_t)target, false, PREALLOC_MODE_FALLOC,
-                                    0, NULL);
+                                    BDRV_REQ_GROW_ONLY, NULL);
         }
         if (ret < 0) {
             /* Not worth failing a write for: carry on without it. */
             s->grow_ahead = false;
         } else {
             s->falloc_end = target;
-            s->file_grown = true;
             trace("qcow2_grow_file", "fallocated up to 0x%" PRIx64, target);
         }
     }
