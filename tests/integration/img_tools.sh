@@ -271,6 +271,8 @@ expect "convert --bitmaps: two bitmaps with bits" \
 identical "convert --bitmaps: same content" s_cv-out.qcow2 cv.qcow2
 clean "convert --bitmaps" s_cv-out.qcow2
 same_output "convert --bitmaps to raw" convert --bitmaps -O raw cv.qcow2 cv-out.raw
+qemu-img create -q -f raw cv.raw 1M
+same_output "convert --bitmaps from raw" convert --bitmaps -f raw -O qcow2 cv.raw cv-x.qcow2
 same_output "convert --skip-broken-bitmaps alone" convert --skip-broken-bitmaps -O qcow2 cv.qcow2 cv-x.qcow2
 same_output "convert --bitmaps of two sources" convert --bitmaps -O qcow2 cv.qcow2 cv.qcow2 cv-x.qcow2
 # A bitmap left in use (as after a crash) is inconsistent: refused, or skipped on request.

@@ -273,6 +273,7 @@ static int copy_one_bitmap(struct bdrv_dirty_bitmap *bm, void *opaque)
     copy->persistent = true;
     if (bdrv_merge_dirty_bitmap(copy, bm, &err) < 0) {
         img_error("Failed to populate bitmap %s: %s", bm->name, err.msg);
+        bdrv_release_dirty_bitmap(copy);
         return -EINVAL;
     }
     if (bm->disabled) {
@@ -283,8 +284,21 @@ static int copy_one_bitmap(struct bdrv_dirty_bitmap *bm, void *opaque)
 
 static int copy_bitmaps(struct convert *s, bool skip_broken)
 {
-    struct bitmap_copy c = { blk_node(s->target), skip_broken };
-    return bdrv_dirty_bitmap_foreach(blk_node(s->src[0]), copy_one_bitmap, &c);
+    struct bitmap_copy c = { bnode_skip_filters(blk_node(s->target)), skip_broken };
+    return bdrv_dirty_bitmap_foreach(bnode_skip_filters(blk_node(s->src[0])), copy_one_bitmap,
+                                     &c);
+}
+
+/* Before anything is created: the source can have bitmaps, and none is broken. */
+static int check_bitmaps(struct convert *s, bool skip_broken)
+{
+    struct block_node *src = bnode_skip_filters(blk_node(s->src[0]));
+    if (!qcow2_get_ops(src)) {
+        img_error("Source lacks bitmap support");
+        return -ENOTSUP;
+    }
+    struct bitmap_copy c = { NULL, skip_broken };
+    return bdrv_dirty_bitmap_foreach(src, check_one_bitmap, &c);
 }
 
 /* ---- Options and setup ------------------------------------------------- */
@@ -531,7 +545,7 @@ static int open_target(struct convert *s, const struct convert_args *a)
         }
         s->cluster_size = bs->drv->get_cluster_size(bs);
     }
-    if (a->bitmaps && !qcow2_get_ops(bs)) {
+    if (a->bitmaps && !qcow2_get_ops(bnode_skip_filters(bs))) {
         img_error("Format driver '%s' does not support bitmaps", bnode_format_name(bs));
         return -ENOTSUP;
     }
@@ -554,8 +568,7 @@ int img_convert(int argc, char **argv)
     bool created = false;
     ret = open_sources(&s, &a);
     if (ret == 0 && a.bitmaps) {
-        struct bitmap_copy c = { NULL, a.skip_broken_bitmaps };
-        ret = bdrv_dirty_bitmap_foreach(blk_node(s.src[0]), check_one_bitmap, &c);
+        ret = check_bitmaps(&s, a.skip_broken_bitmaps);
     }
     if (ret == 0 && !a.skip_create) {
         ret = create_target(&s, &a);
