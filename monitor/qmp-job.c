@@ -435,7 +435,20 @@ static json_t *qmp_drive_mirror(struct mon_session *s, json_t *args, struct mon_
     } else {
         json_object_set_new(o, "backing", json_null());
     }
-    struct block_node *target = bnode_open(file, o, BDRV_O_RDWR, &err->err);
+    /*
+     * The target is opened as the source is (QEMU passes the source's open
+     * flags on): O_DIRECT or not, flushes, unmap, and the file's aio mode.
+     */
+    struct block_node *src_file = src_fmt->file ? src_fmt->file->bs : NULL;
+    int flags = BDRV_O_RDWR | ((src_fmt->open_flags | (src_file ? src_file->open_flags : 0)) &
+                               (BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_UNMAP));
+    json_t *src_file_opts = src_file ? src_file->options : NULL;
+    json_t *aio = src_file_opts ? json_object_get(src_file_opts, "aio") : NULL;
+    if (json_is_string(aio)) {
+        json_object_set_new(o, "file", json_pack("{s:s, s:s, s:O}", "driver", "file",
+                                                 "filename", file, "aio", aio));
+    }
+    struct block_node *target = bnode_open(file, o, flags, &err->err);
     json_decref(o);
     if (!target) {
         return NULL;

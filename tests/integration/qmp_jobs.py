@@ -165,6 +165,11 @@ def mirror_complete(top):
     r = vm.qmp.cmd('drive-mirror', {'device': 'disk0', 'job-id': 'm0', 'target': tgt,
                                     'format': 'qcow2', 'sync': 'full'})
     check('mirror_started', r == {'return': {}}, str(r))
+    # The new target is opened as the source is (cache=none: O_DIRECT), as QEMU does.
+    caches = [n['cache'] for n in vm.qmp.cmd('query-named-block-nodes')['return']
+              if n['file'] == tgt]
+    check('mirror_target_cache_as_source', caches and all(c['direct'] for c in caches),
+          str(caches))
     check('mirror_ready', wait_job_event(vm.qmp, 'BLOCK_JOB_READY', 'm0') is not None,
           'no BLOCK_JOB_READY')
     r = vm.qmp.cmd('block-job-complete', {'device': 'm0'})
