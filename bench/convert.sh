@@ -8,7 +8,10 @@
 # libraries, concatenated (compressible as real disk content is, about 2:1).
 # A qcow2 copy of it is the input of the qcow2 rows.  Rows: raw->qcow2,
 # qcow2->raw, qcow2->qcow2 compressed with zlib and with zstd; each with
-# both tools' default parallelism and with -m 8 -W for both.  Outputs go to
+# both tools' default parallelism and with -m 8 -W for both.  By default
+# qemu-img writes in order, so it compresses one cluster at a time, while
+# spindle-img always writes compressed clusters out of order, on every core:
+# the -m 8 -W rows compare the same work.  Outputs go to
 # the same directory, O_DIRECT off (the tools' defaults), and are checked
 # equal to the input with qemu-img compare once per row.  Each cell is the
 # median wall time of RUNS runs (the page cache is synced before each, and

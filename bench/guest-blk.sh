@@ -36,7 +36,8 @@ trap 'rm -rf "$work"' EXIT
 raw="$work/disk.raw"
 qcow2="$work/disk.qcow2"
 qemu-img create -q -f raw "$raw" 1G
-qemu-img bench -q -w -c 1024 -d 16 -s 1M -f raw -t none "$raw" >/dev/null
+# Non-zero data, so that the qcow2 copy is allocated (convert leaves zeroes out).
+qemu-img bench -q -w -c 1024 -d 16 -s 1M -f raw -t none --pattern=0x5a "$raw" >/dev/null
 have_qcow2=false
 if "$BUILD/spindle-img" create -q -f qcow2 "$work/probe.qcow2" 1M 2>/dev/null; then
     have_qcow2=true
