@@ -151,6 +151,7 @@ class Guest:
 
     def __init__(self, vmm, disk, append, sock):
         rm(sock)
+        self.vmm = vmm
         head = [VM] if vmm == 'spindle' else [QEMU, '-bios', QBOOT]
         self.lines = []
         self.cond = threading.Condition()
@@ -187,6 +188,13 @@ class Guest:
             return int(results[-1].split(' iops=')[1].split()[0])
         raise RuntimeError('no result: ' + ' | '.join(self.lines[-4:]))
 
+    def tail(self):
+        """The last console lines and what the VMM said on stderr, for a failed run."""
+        err = ''
+        if self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode(errors='replace')[-600:]
+        return ' | '.join(self.lines[-4:]) + ' | exit ' + str(self.proc.poll()) + ' ' + err
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -206,9 +214,14 @@ def guest_run(vmm, disk, tgt, sock, secs, mode):
         if not g.wait_line('BLKBENCH-PHASE job=0 write start', 30):
             raise RuntimeError(f'{vmm}: the guest did not start: {g.lines[-3:]}')
         if mode:
-            r = g.qmp.cmd('drive-mirror', mirror_args(tgt, mode))
+            try:
+                r = g.qmp.cmd('drive-mirror', mirror_args(tgt, mode))
+            except OSError as e:
+                r = e
             if r != {'return': {}}:
-                raise RuntimeError(f'{vmm}: drive-mirror: {r}')
+                time.sleep(1)
+                print(f'   {vmm}, {mode}: drive-mirror failed ({r}): {g.tail()}', flush=True)
+                return None
         return g.iops(secs + 60)
     finally:
         g.kill()
@@ -258,7 +271,9 @@ def under_guest(work, runs, secs):
     for _ in range(runs):
         for m in modes:
             for v in ('spindle', 'qemu'):
-                iops[(v, m)].append(guest_run(v, disk, tgt, sock, secs, m))
+                r = guest_run(v, disk, tgt, sock, secs, m)
+                if r is not None:
+                    iops[(v, m)].append(r)
     print(f'\n2. guest 4k randwrite QD8 IOPS on a 1 GiB allocated qcow2 for {secs} s, '
           f'a mirror from the start, median of {runs} runs')
     print(f'{"mirror":16} {"spindle":>9} {"loss":>6} {"qemu":>9} {"loss":>6} {"s/q":>6}')
