@@ -458,6 +458,16 @@ static void mirror_abort(struct job *job)
     remove_filter(s, s->source);
 }
 
+/* Undo an active commit's reopening of its base read-write. */
+static void base_read_only_again(struct block_node *base)
+{
+    struct err err = { 0 };
+    if (base->drv->reopen_rw && base->drv->reopen_rw(base, false, &err) == 0) {
+        base->read_only = true;
+        base->open_flags &= ~BDRV_O_RDWR;
+    }
+}
+
 static void mirror_clean(struct job *job)
 {
     struct mirror_job *s = of(job);
@@ -478,11 +488,7 @@ static void mirror_clean(struct job *job)
     s->source_blk = s->target_blk = NULL;
     if (s->is_active_commit && s->base_was_read_only && job->ret < 0) {
         /* The base is read-only again unless it became the active layer. */
-        struct err err = { 0 };
-        if (s->target->drv->reopen_rw && s->target->drv->reopen_rw(s->target, false, &err) == 0) {
-            s->target->read_only = true;
-            s->target->open_flags &= ~BDRV_O_RDWR;
-        }
+        base_read_only_again(s->target);
     }
     /*
      * The target goes before COMPLETED/CANCELLED is announced, as in QEMU:
@@ -721,6 +727,9 @@ struct block_job *mirror_start(const struct mirror_params *p, struct err *err)
         p->is_active_commit ? &commit_active_driver : &mirror_driver, p->job_id, p->source,
         p->speed, p->auto_finalize, p->auto_dismiss, err);
     if (!s) {
+        if (base_was_ro) {
+            base_read_only_again(p->target);
+        }
         return NULL;
     }
     s->source = p->source;

@@ -221,6 +221,40 @@ static void test_active_commit(void)
     chain_free(&c);
 }
 
+/* An active commit that cannot start leaves its base as it found it: read-only. */
+static void test_active_commit_refused_keeps_base_read_only(void)
+{
+    struct chain c;
+    struct err err = { 0 };
+    chain_init(&c);
+    struct block_node *base = bnode_backing_bs(bnode_backing_bs(c.top));
+    CU_ASSERT_TRUE_FATAL(base->read_only);
+    /* A slow backup holds the job id the commit asks for. */
+    char *tpath = test_tmpfile("dup.qcow2");
+    unlink(tpath);
+    create_qcow2(tpath, NULL);
+    struct block_backend *tblk = open_image(tpath, true);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tblk);
+    struct backup_params bp = { .job_id = "dup", .source = c.top, .target = blk_node(tblk),
+                                .sync = BACKUP_SYNC_FULL, .speed = 64 * KiB,
+                                .auto_finalize = true, .auto_dismiss = true };
+    struct block_job *first = backup_start(&bp, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(first);
+    struct mirror_params p = { .job_id = "dup", .source = c.top, .target = base,
+                               .sync = MIRROR_SYNC_FULL, .is_active_commit = true,
+                               .auto_finalize = true, .auto_dismiss = true };
+    CU_ASSERT_PTR_NULL(mirror_start(&p, &err));
+    CU_ASSERT_TRUE(err_isset(&err));
+    CU_ASSERT_TRUE(base->read_only);
+    CU_ASSERT_FALSE(base->open_flags & BDRV_O_RDWR);
+    job_user_cancel(&first->job, true, NULL);
+    wait_gone("dup");
+    blk_unref(tblk);
+    unlink(tpath);
+    free(tpath);
+    chain_free(&c);
+}
+
 static void test_backup_point_in_time(void)
 {
     struct chain c;
@@ -344,6 +378,8 @@ void test_register(void)
     CU_add_test(s, "commit_intermediate", test_commit_intermediate);
     CU_add_test(s, "commit_refuses_active_layer", test_commit_refuses_active_layer);
     CU_add_test(s, "active_commit", test_active_commit);
+    CU_add_test(s, "active_commit_refused_keeps_base_read_only",
+                test_active_commit_refused_keeps_base_read_only);
     CU_add_test(s, "backup_point_in_time", test_backup_point_in_time);
     CU_add_test(s, "backup_incremental", test_backup_incremental);
     CU_add_test(s, "snapshot_then_merge", test_snapshot_then_merge);
